@@ -98,6 +98,14 @@ class Dataset(Component):
 
     def load(self, data_dir: Any, split: str, download: bool = False
              ) -> tuple[torch.Tensor, torch.Tensor]:
+        """uint8 (N, C, H, W) images and int64 labels; a ``streaming`` dataset returns a
+        map-style dataset of PIL images instead (see :meth:`transform`)."""
+        raise NotImplementedError
+
+    def transform(self, train: bool) -> Any:
+        """Streaming datasets: the per-image transform to a uint8 (C, H, W) tensor of
+        ``input_shape`` — with random augmentation for training (``train``), deterministic for
+        evaluation and calibration."""
         raise NotImplementedError
 
     def class_names(self) -> list[str]:
@@ -136,13 +144,35 @@ class Normalizer(Component):
 
 class Pruner(Component):
     """Chooses which weights to remove. ``prune`` returns the new masks (parameter name →
-    bool tensor, True = kept) and may update surviving weights (the OBS update)."""
+    bool tensor, True = kept) and may update surviving weights (the OBS update).
+
+    A pruner whose statistics do not depend on the sparsity (scores, a Fisher inverse) returns
+    them from ``analyze``; a sweep over sparsities (:func:`weightlab.pruning.sweep`) calls it
+    once on the dense model and passes the result to every ``prune(..., analysis=...)``. The
+    keyword is passed only when ``analyze`` returned something, so a pruner that keeps the
+    default (None) may define ``prune(model, sparsity, masks, data=None)`` alone.
+
+    Example::
+
+        analysis = pruner.analyze(net, masks={}, data=calibration)   # once
+        for s in (0.5, 0.9):
+            masks = pruner.prune(copy.deepcopy(net), s, {}, calibration, analysis=analysis)
+    """
 
     kind = "pruners"
     needs_data: ClassVar[bool] = False
 
+    def analyze(self, model: nn.Module, masks: dict[str, torch.Tensor],
+                data: DeviceLoader | None = None) -> Any:
+        """The statistics of the model that do not depend on the sparsity, computed once for a
+        sweep; None (the default) when there are none. Must leave ``model`` unchanged."""
+        return None
+
     def prune(self, model: nn.Module, sparsity: float, masks: dict[str, torch.Tensor],
-              data: DeviceLoader | None = None) -> dict[str, torch.Tensor]:
+              data: DeviceLoader | None = None, analysis: Any = None
+              ) -> dict[str, torch.Tensor]:
+        """Masks at ``sparsity`` for ``model`` (pruned in place); ``analysis``, when given, is
+        what ``analyze`` returned for this same model state and masks."""
         raise NotImplementedError
 
 

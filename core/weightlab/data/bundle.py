@@ -68,7 +68,8 @@ class DataBundle:
         if getattr(d, "streaming", False):
             return StreamingLoader(src, batch_size=batch_size, mean=d.mean, std=d.std,
                                    device=self.device, shuffle=shuffle, seed=seed,
-                                   indices=None if idx is None else idx.tolist())
+                                   indices=None if idx is None else idx.tolist(),
+                                   transform=d.transform(train=augment), drop_last=drop_last)
         images, labels = src
         if idx is not None:
             images, labels = images[idx], labels[idx]

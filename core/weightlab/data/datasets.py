@@ -118,10 +118,13 @@ class CIFAR100(Dataset):
 
 
 class ImageNet(Dataset):
-    """ImageNet-1k from an ImageFolder tree ``<data-dir>/imagenet/{train,val}/<class>/*.JPEG``.
+    """ImageNet-1k from an ImageFolder tree ``<data-dir>/imagenet/{train,val}/<class>/*.JPEG``
+    (or a subset of its classes: the number of classes follows the class folders).
 
-    Too large for device memory: batches stream from disk (resize 256, centre-crop 224 for
-    evaluation; random-resized-crop 224 and flip for training)."""
+    Too large for device memory: batches stream from disk through worker processes. Training
+    batches get the standard augmentation (RandomResizedCrop 224 with scale (0.08, 1), random
+    horizontal flip); evaluation and calibration batches are resized to 256 and centre-cropped
+    to 224."""
 
     name = "imagenet"
     summary = "ImageNet from an ImageFolder tree <data-dir>/imagenet/{train,val}"
@@ -133,15 +136,36 @@ class ImageNet(Dataset):
     streaming = True
 
     def load(self, data_dir, split, download=False):
-        import torchvision.transforms as T
         from torchvision.datasets import ImageFolder
 
         folder = Path(data_dir) / "imagenet" / ("train" if split == "train" else "val")
         if not folder.is_dir():
             raise DataError(f"imagenet: {folder} not found; expected the layout "
                             f"<data-dir>/{self.layout}")
-        tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.PILToTensor()])
-        return ImageFolder(str(folder), transform=tf)
+        try:
+            ds = ImageFolder(str(folder))
+        except (FileNotFoundError, OSError) as e:
+            raise DataError(f"imagenet: {folder}: {e}") from None
+        known = getattr(self, "_classes", None)
+        if known is not None and list(ds.classes) != known:
+            raise DataError(f"imagenet: the class folders of {folder} differ from the training "
+                            f"split's ({len(ds.classes)} vs {len(known)} classes)")
+        # subsets (ImageNette, ImageNet-100) work too: the head follows the folders
+        self._classes, self.num_classes = list(ds.classes), len(ds.classes)
+        return ds
+
+    def transform(self, train):
+        import torchvision.transforms as T
+
+        size = self.input_shape[-1]
+        if train:
+            return T.Compose([T.RandomResizedCrop(size), T.RandomHorizontalFlip(),
+                              T.PILToTensor()])
+        return T.Compose([T.Resize(round(size * 256 / 224)), T.CenterCrop(size),
+                          T.PILToTensor()])
+
+    def class_names(self):
+        return getattr(self, "_classes", None) or super().class_names()
 
 
 class Digits(Dataset):

@@ -68,8 +68,7 @@ class DeviceLoader:
         return len(self.labels)
 
     def __len__(self) -> int:
-        n, b = self.num_samples, self.batch_size
-        return n // b if self.drop_last else (n + b - 1) // b
+        return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -107,9 +106,7 @@ class DeviceLoader:
         n, b = self.num_samples, self.batch_size
         for i in range(len(self)):
             lo, hi = i * b, min(n, (i + 1) * b)
-            if self.world > 1:  # this rank's contiguous share of the global batch
-                step = -(-(hi - lo) // self.world)
-                lo, hi = min(hi, lo + self.rank * step), min(hi, lo + (self.rank + 1) * step)
+            lo, hi = shard_bounds(lo, hi, self.rank, self.world)
             if order is not None:
                 idx = order[lo:hi]
                 x, y = self.images[idx], self.labels[idx]
@@ -121,36 +118,90 @@ class DeviceLoader:
             yield self.normalize(x), y
 
 
+class _Transformed(torch.utils.data.Dataset):
+    """``base[indices[i]]`` with its image passed through ``transform``."""
+
+    def __init__(self, base, indices, transform):
+        self.base, self.indices, self.transform = base, indices, transform
+
+    def __len__(self) -> int:
+        return len(self.indices) if self.indices is not None else len(self.base)
+
+    def __getitem__(self, i):
+        img, label = self.base[self.indices[i] if self.indices is not None else i]
+        return (self.transform(img) if self.transform is not None else img), label
+
+
 class StreamingLoader:
-    """The same interface over a map-style dataset read from disk (ImageNet)."""
+    """The same interface over a map-style dataset read from disk (ImageNet).
+
+    Worker processes decode and transform the images; the epoch's order and the workers'
+    random seeds come from a generator seeded with (seed, epoch), so a resumed run sees the
+    same batches (with the same number of workers). ``set_shard`` splits every global batch
+    between ranks as :class:`DeviceLoader` does.
+    """
 
     def __init__(self, dataset, *, batch_size: int, mean, std, device="cpu", shuffle=False,
-                 seed: int = 0, workers: int = 4, indices=None):
-        self.dataset = dataset if indices is None else torch.utils.data.Subset(dataset, indices)
+                 seed: int = 0, workers: int = 4, indices=None, transform=None,
+                 drop_last: bool = False):
+        self.dataset = _Transformed(dataset, indices, transform)
         self.device = torch.device(device)
         self.batch_size, self.shuffle, self.seed, self.workers = batch_size, shuffle, seed, workers
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
         self.epoch = 0
-        self.drop_last = False
+        self.drop_last = drop_last
+        self.rank, self.world = 0, 1
 
     @property
     def num_samples(self) -> int:
         return len(self.dataset)
 
     def __len__(self) -> int:
-        return (self.num_samples + self.batch_size - 1) // self.batch_size
+        return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
 
+    def set_shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+    def batches(self, gen: torch.Generator) -> list[list[int]]:
+        """This rank's sample indices of every batch of the epoch."""
+        n, b = self.num_samples, self.batch_size
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        out = []
+        for i in range(len(self)):
+            lo, hi = shard_bounds(i * b, min(n, (i + 1) * b), self.rank, self.world)
+            out.append(order[lo:hi].tolist())
+        return out
+
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         # no more workers than cores; pinned memory only helps copies to a GPU
-        dl = torch.utils.data.DataLoader(self.dataset, batch_size=self.batch_size,
-                                         shuffle=self.shuffle, generator=gen,
+        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batches(gen),
+                                         generator=gen,
                                          num_workers=min(self.workers, os.cpu_count() or 1),
                                          pin_memory=self.device.type == "cuda")
+        scale = 1.0 / (255.0 * self.std)
         for x, y in dl:
             x = x.to(self.device, non_blocking=True)
-            yield (x.float().div_(255.0) - self.mean) / self.std, y.to(self.device)
+            yield torch.addcmul(-self.mean / self.std, x.float(), scale), y.to(self.device)
+
+
+def num_batches(n: int, batch: int, drop_last: bool, world: int = 1) -> int:
+    """Batches per epoch; under data parallelism a final batch with fewer samples than ranks
+    is dropped (a rank would get no sample, and BatchNorm no statistics)."""
+    full, tail = divmod(n, batch)
+    return full + (tail > 0 and not drop_last and tail >= world)
+
+
+def shard_bounds(lo: int, hi: int, rank: int, world: int) -> tuple[int, int]:
+    """Rank ``rank``'s contiguous share of positions [lo, hi) of a global batch: sizes differ by
+    at most one (the first ``(hi − lo) mod world`` ranks take one more), so no rank is left
+    empty while the batch holds at least ``world`` samples."""
+    if world == 1:
+        return lo, hi
+    q, r = divmod(hi - lo, world)
+    start = lo + rank * q + min(rank, r)
+    return start, start + q + (rank < r)
