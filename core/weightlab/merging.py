@@ -64,12 +64,12 @@ def merge(models: Sequence[nn.Module], weights: Sequence[float], *, matcher: Any
           ) -> MergeResult:
     ref = models[0]
     naive = matcher is None or getattr(matcher, "name", "") == "identity"
+    if not naive and getattr(matcher, "pairwise_only", False) and len(models) != 2:
+        raise UsageError(f"matcher {matcher.name} merges exactly two models, got "
+                         f"{len(models)}")
     alignments = [None] * len(models) if naive else \
         [None] + [matcher.match(graph, ref, m, match_data) for m in models[1:]]
     if any(hasattr(al, "express") for al in alignments):  # a joint merge (ZipIt!, CCA)
-        if len(models) != 2:
-            raise UsageError(f"matcher {matcher.name} merges exactly two models, got "
-                             f"{len(models)}")
         aligned = aligned_pair(models[0], models[1], alignments[1], graph)
     else:
         aligned = [ref] + [aligned_copy(m, al, graph)

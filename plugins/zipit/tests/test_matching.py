@@ -135,3 +135,19 @@ def test_matchers_need_data_and_two_models(small_models, digits):
     stats = _stats([net, net, net], graph, digits)
     with pytest.raises(WeightlabError, match="exactly two models"):
         ZipIt().from_stats(graph, stats)
+
+
+@pytest.mark.parametrize("name", ["zipit", "cca"])
+def test_joint_matchers_refuse_three_models_before_any_calibration(name, monkeypatch):
+    """A joint merge is of two models: three are refused up front, not after the (costly)
+    statistics pass."""
+    from weightlab.errors import UsageError
+    from weightlab.merging import merge
+
+    matcher = plugins.registry().create("matchers", name)
+    calls = []
+    monkeypatch.setattr(type(matcher), "match", lambda self, *a, **k: calls.append(a))
+    nets = [torch.nn.Sequential(torch.nn.Linear(4, 3)) for _ in range(3)]
+    with pytest.raises(UsageError, match="exactly two models, got 3"):
+        merge(nets, [1 / 3] * 3, matcher=matcher, graph=trace(nets[0], torch.zeros(2, 4)))
+    assert calls == []

@@ -19,6 +19,7 @@ class JointMatcher(Matcher):
     is Σ_k M_k θ_k U_k (see weightlab_zipit.joint)."""
 
     needs_data = True
+    pairwise_only = True
 
     def space_matrices(self, stats, space):
         raise NotImplementedError
