@@ -103,7 +103,8 @@ class CifarResNet(nn.Module):
         if self.fixup:
             out = out + self.bias1
         out = self.layer3(self.layer2(self.layer1(out)))
-        out = F.adaptive_avg_pool2d(out, 1).flatten(1)
+        out = out.mean((2, 3))  # global average pool (a reduction vmap batches; the pool op
+        # falls back to a per-model loop in its backward under vmap)
         if self.fixup:
             out = out + self.bias2
         return self.linear(out)
