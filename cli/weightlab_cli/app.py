@@ -33,3 +33,20 @@ app.command("import")(import_cmd.import_checkpoint)
 # run (and `plugins new`).
 for _module in (merge_cmd, prune_cmd, soup_cmd, zipit_cmd, run_cmd):
     _module.register(app)
+
+
+def _one_line_summaries(tree: typer.Typer) -> None:
+    """The command panels show each command's first docstring paragraph; rich markup mode
+    keeps its source line breaks there, so join them into one line that rich wraps."""
+    import inspect
+
+    for info in tree.registered_commands:
+        if info.short_help is None and info.help is None and info.callback is not None:
+            doc = inspect.getdoc(info.callback) or ""
+            info.short_help = " ".join(doc.split("\n\n")[0].split()) or None
+    for group in tree.registered_groups:
+        if group.typer_instance is not None:
+            _one_line_summaries(group.typer_instance)
+
+
+_one_line_summaries(app)
