@@ -56,7 +56,8 @@ def main(argv: list[str] | None = None) -> int:
     except WeightlabError as e:
         if debug:
             raise
-        print(f"error: {e}", file=sys.stderr)
+        # exit 130: stopped on request (TrainingInterrupted says so itself), not a failure
+        print(str(e) if e.exit_code == 130 else f"error: {e}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

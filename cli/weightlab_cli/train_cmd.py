@@ -65,7 +65,10 @@ def train(
     amp: str = typer.Option(None, "--amp", help="bf16 autocast: auto (CUDA), on, off"),
     channels_last: str = typer.Option(None, "--channels-last", help="auto (CUDA), on, off"),
     device: str = DEVICE_OPT,
-    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run"),
+    resume: bool = typer.Option(False, "--resume", help="continue an interrupted run (SIGTERM "
+                                "or Ctrl-C stops after the current step with a resume state)"),
+    resume_every: int = typer.Option(0, "--resume-every", min=0, help="also write the resume "
+                                     "state every N iterations (default: at epoch ends)"),
     wandb_mode: str = typer.Option("disabled", "--wandb-mode", help="online|offline|disabled"),
     force: bool = FORCE_OPT,
     download: bool = typer.Option(False, "--download", help="fetch the dataset if missing"),
@@ -128,7 +131,8 @@ def train(
         info(f"[yellow]no resume state in {run_dir}; starting from scratch[/yellow]")
     same = same_init if same_init is not None else bool(rec.same_init)
     job = TrainJob(model, model_params, bundle, cfg, run_dir, num_models=k_models,
-                   same_init=same, device=dev, wandb_mode=wandb_mode, speed=speed, lmc=lmc)
+                   same_init=same, device=dev, wandb_mode=wandb_mode, speed=speed, lmc=lmc,
+                   resume_every=resume_every)
     if main:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         where = f"{world} processes" if world > 1 else dev

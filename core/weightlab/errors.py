@@ -35,3 +35,9 @@ class CheckpointError(WeightlabError):
 
 class IncompatibleModelsError(WeightlabError):
     pass
+
+
+class TrainingInterrupted(WeightlabError):
+    """Training stopped on SIGTERM/SIGINT after writing its resume state."""
+
+    exit_code = 130

@@ -60,7 +60,7 @@ class DeviceLoader:
         self.mean = torch.tensor(list(mean) * (c // len(mean)), device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(list(std) * (c // len(std)), device=self.device).view(1, c, 1, 1)
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         self.rank, self.world = 0, 1
 
     @property
@@ -70,8 +70,10 @@ class DeviceLoader:
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration walks epoch ``epoch`` from its batch ``start`` (a resumed run
+        continues inside an epoch with exactly the batches it would have seen)."""
+        self.epoch, self.start = epoch, start
 
     def set_shard(self, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
@@ -104,7 +106,7 @@ class DeviceLoader:
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         order, aug = self.epoch_plan()
         n, b = self.num_samples, self.batch_size
-        for i in range(len(self)):
+        for i in range(self.start, len(self)):
             lo, hi = i * b, min(n, (i + 1) * b)
             lo, hi = shard_bounds(lo, hi, self.rank, self.world)
             if order is not None:
@@ -149,7 +151,7 @@ class StreamingLoader:
         self.batch_size, self.shuffle, self.seed, self.workers = batch_size, shuffle, seed, workers
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        self.epoch = 0
+        self.epoch, self.start = 0, 0
         self.drop_last = drop_last
         self.rank, self.world = 0, 1
 
@@ -160,8 +162,10 @@ class StreamingLoader:
     def __len__(self) -> int:
         return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
 
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration walks epoch ``epoch`` from its batch ``start`` (a resumed run
+        continues inside an epoch with exactly the batches it would have seen)."""
+        self.epoch, self.start = epoch, start
 
     def set_shard(self, rank: int, world: int) -> None:
         self.rank, self.world = rank, world
@@ -179,7 +183,10 @@ class StreamingLoader:
     def __iter__(self):
         gen = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
         # no more workers than cores; pinned memory only helps copies to a GPU
-        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=self.batches(gen),
+        # the order is the same after a mid-epoch resume; workers' augmentation draws are not
+        # (a batch goes to another worker), the one difference from an uninterrupted run
+        dl = torch.utils.data.DataLoader(self.dataset,
+                                         batch_sampler=self.batches(gen)[self.start:],
                                          generator=gen,
                                          num_workers=min(self.workers, os.cpu_count() or 1),
                                          pin_memory=self.device.type == "cuda")

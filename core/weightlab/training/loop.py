@@ -5,16 +5,23 @@ vmapped step); this module runs epochs: learning rate per iteration, evaluation,
 connectivity at fractions of training, metrics, checkpoints, and the resume state.
 
 Every epoch ends with a resume state (``resume.pt``: tensors and numbers only, loaded with
-``weights_only=True``): weights and buffers, momentum buffers, the iteration, RNG states. The
-data order and augmentation of an epoch are a function of (seed, epoch), so an interrupted
-run continues where it stopped and ends with the same weights as an uninterrupted one.
-Under ``torchrun`` the same code runs data-parallel (see :mod:`.distributed`).
+``weights_only=True``): weights and buffers, momentum buffers, the iteration and the batch
+within the epoch, the epoch's running metric sums, RNG states. It is also written every
+``resume_every`` iterations when asked, and when SIGTERM (a scheduler's preemption) or SIGINT
+(Ctrl-C) arrives: the step in flight finishes, the state is written, and training stops with
+:class:`TrainingInterrupted` (a second Ctrl-C stops at once). The data order and augmentation
+of an epoch are a function of (seed, epoch), so an interrupted run continues where it stopped,
+mid-epoch too, and ends with the same weights as an uninterrupted one. Under ``torchrun`` the
+same code runs data-parallel (see :mod:`.distributed`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -25,6 +32,7 @@ import torch
 
 from weightlab import checkpoint as ckpt_io
 from weightlab.atomic import atomic_path
+from weightlab.errors import TrainingInterrupted
 from weightlab.params import to_dict
 from weightlab.training import distributed as dist_mod
 from weightlab.training import engines
@@ -53,6 +61,7 @@ class TrainJob:
     speed: SpeedOptions = field(default_factory=SpeedOptions)
     lmc: LMCConfig | None = None  # measure LMC between models 1 and 2 while training
     lmc_params: dict[str, dict] = field(default_factory=dict)  # matcher/normalizer params
+    resume_every: int = 0  # also write the resume state every N iterations (0: epoch ends)
 
     def seeds(self) -> list[int]:
         return [self.cfg.seed + k for k in range(self.num_models)]
@@ -125,11 +134,11 @@ class _Run:
         test_loader = data.loader("test", batch_size=1000)
         n_train, steps = loaders[0].num_samples, len(loaders[0])
         total = cfg.epochs * steps
-        start_epoch, it = 0, 0
+        start_epoch, it, start_batch = 0, 0, 0
         resume_path = job.run_dir / RESUME_FILE
         metrics_path = job.run_dir / "metrics.jsonl"
         if resume and resume_path.is_file():
-            start_epoch, it = _load_resume(resume_path, engine, self.device)
+            start_epoch, it, start_batch = _load_resume(resume_path, engine, self.device)
             if self.main:
                 truncate_after(metrics_path, it)
         elif self.main and metrics_path.exists():
@@ -147,18 +156,22 @@ class _Run:
         info = model_info(job, self.registry)
         final_metrics: list[dict] = [{} for _ in nets]
         bar = _progress(progress and self.main, total, it)
+        stack = contextlib.ExitStack()
         lr = cfg.lr * lr_factor(cfg, max(0, it - 1), total)
         try:
+            stop = stack.enter_context(_stop_requests())
             if lmc_points and lmc_points[0][1] == it:
                 self._lmc(meter, nets, lmc_points.pop(0)[0], it, steps, log)
             for epoch in range(start_epoch, cfg.epochs):
                 t0 = time.time()
+                first = start_batch if epoch == start_epoch else 0
                 for ld in loaders:
-                    ld.set_epoch(epoch)
+                    ld.set_epoch(epoch, start=first)
                 for n in nets:
                     n.train()
-                engine.sums.zero_()
-                for i, batches in enumerate(zip(*loaders)):
+                if not first:  # mid-epoch resume: the sums came with the resume state
+                    engine.sums.zero_()
+                for i, batches in enumerate(zip(*loaders), start=first):
                     lr = cfg.lr * lr_factor(cfg, it, total)
                     global_b = min(cfg.batch_size, n_train - i * cfg.batch_size)
                     engine.step(batches, lr, dist.world / global_b)
@@ -167,6 +180,15 @@ class _Run:
                         bar.advance(1)
                     if lmc_points and lmc_points[0][1] == it:
                         self._lmc(meter, nets, lmc_points.pop(0)[0], it, steps, log)
+                    if i + 1 < steps and (stop.is_set() or (job.resume_every and
+                                                            it % job.resume_every == 0)):
+                        if self.main:
+                            _save_resume(resume_path, epoch, it, engine, self.device, i + 1)
+                        if stop.is_set():
+                            raise TrainingInterrupted(
+                                f"training stopped at iteration {it} (epoch {epoch + 1}, batch "
+                                f"{i + 1} of {steps}); its state is in {resume_path}: run the "
+                                f"same command with --resume to continue")
                 ep = epoch + 1
                 seconds = time.time() - t0  # training (and LMC) time, before evaluation
                 s = dist_mod.all_reduce_sum(engine.sums.clone(), dist).cpu()
@@ -194,7 +216,12 @@ class _Run:
                                        force=True)
                     _save_resume(resume_path, ep, it, engine, self.device)
                 dist_mod.barrier(dist)
+                if stop.is_set() and ep < cfg.epochs:
+                    raise TrainingInterrupted(
+                        f"training stopped after epoch {ep} (iteration {it}); its state is in "
+                        f"{resume_path}: run the same command with --resume to continue")
         finally:
+            stack.close()
             if bar is not None:
                 bar.stop()
             if log is not None:
@@ -217,9 +244,33 @@ class _Run:
             n.train()
 
 
+@contextlib.contextmanager
+def _stop_requests():
+    """An event set by SIGTERM or a first SIGINT (a second SIGINT interrupts at once); the
+    previous handlers come back afterwards. Outside the main thread (no signals): never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def on_signal(signum, frame):
+        if signum == signal.SIGINT and stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _save_resume(path: Path, epoch: int, it: int, engine: engines.Engine,
-                 device: torch.device) -> None:
-    state = {"epoch": epoch, "iter": it, "rng": torch.get_rng_state(),
+                 device: torch.device, batch: int = 0) -> None:
+    """``epoch`` epochs and ``batch`` batches of the next one are done (``it`` steps)."""
+    state = {"epoch": epoch, "iter": it, "batch": batch, "sums": engine.sums.detach().cpu(),
+             "rng": torch.get_rng_state(),
              "models": [{k: v.detach().cpu() for k, v in n.state_dict().items()}
                         for n in engine.models],
              "momentum": [{k: v.detach().cpu() for k, v in st.items()}
@@ -230,7 +281,8 @@ def _save_resume(path: Path, epoch: int, it: int, engine: engines.Engine,
         torch.save(state, tmp)
 
 
-def _load_resume(path: Path, engine: engines.Engine, device: torch.device) -> tuple[int, int]:
+def _load_resume(path: Path, engine: engines.Engine, device: torch.device
+                 ) -> tuple[int, int, int]:
     from weightlab.errors import CheckpointError
 
     try:
@@ -245,7 +297,10 @@ def _load_resume(path: Path, engine: engines.Engine, device: torch.device) -> tu
         torch.set_rng_state(state["rng"])
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
-        return int(state["epoch"]), int(state["iter"])
+        batch = int(state.get("batch", 0))
+        if batch:
+            engine.sums.copy_(state["sums"])
+        return int(state["epoch"]), int(state["iter"]), batch
     except (KeyError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"{path}: unusable resume state ({type(e).__name__}: "
                               f"{str(e).splitlines()[0]}); delete it to start over") from None
