@@ -117,6 +117,9 @@ def train(
     if lmc is not None and k_models < 2:
         raise UsageError("--lmc-freq measures between models 1 and 2: add --pair or --models K")
     model_params = {**rec.model_params, **parse_assignments(model_param)}
+    from weightlab import plugins
+
+    plugins.registry().create("models", model, model_params)  # name and parameters, before data
     dev = devmod.resolve(device)
     main = int(os.environ.get("RANK", "0")) == 0
     bundle = load_data(data, data_dir=data_dir, device=dev, download=download,

@@ -92,7 +92,8 @@ def load_data(name: str, *, data_dir: str | Path | None = None, device: str = "c
     ds = reg.create("datasets", name, params)
     root = Path(data_dir) if data_dir is not None else default_data_dir()
     if ds.needs_data_dir and not download and not root.is_dir():
-        raise DataError(f"{ds.name}: data directory {root} does not exist; expected "
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise DataError(f"{ds.name}: data directory {root} {what}; expected "
                         f"{root}/{ds.layout} (pass --data-dir or set {DATA_ENV})")
     train = ds.load(root, "train", download)
     test = ds.load(root, "test", False)
