@@ -63,7 +63,7 @@ def train(
     cuda_graphs: bool = typer.Option(None, "--cuda-graphs", help="replay forward/backward as "
                                      "CUDA graphs (CUDA only)"),
     amp: str = typer.Option(None, "--amp", help="bf16 autocast: auto (CUDA), on, off"),
-    channels_last: str = typer.Option(None, "--channels-last", help="auto (CUDA), on, off"),
+    channels_last: str = typer.Option(None, "--channels-last", help="auto (CUDA and CPU), on, off"),
     device: str = DEVICE_OPT,
     resume: bool = typer.Option(False, "--resume", help="continue an interrupted run (SIGTERM "
                                 "or Ctrl-C stops after the current step with a resume state)"),

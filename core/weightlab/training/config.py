@@ -41,11 +41,13 @@ SEED_RECIPE = {"epochs": 160, "batch_size": 128, "lr": 0.1, "momentum": 0.9,
 class SpeedOptions:
     """How to run a recipe fast; none of these changes what is computed (up to rounding).
 
-    ``auto`` resolves by device: bf16 autocast, channels_last and the batched K-model path
-    (when the model runs under ``torch.func.vmap``) on CUDA only."""
+    ``auto`` resolves by device: bf16 autocast and the batched K-model path (when the model
+    runs under ``torch.func.vmap``) on CUDA only; channels_last on CUDA and on CPUs (oneDNN's
+    convolutions: a cifar_resnet20 step at batch 128 took 0.28 s instead of 0.40 s on the
+    2-core development machine, cifar_vgg16_bn 1.67 s instead of 1.81 s)."""
 
     amp: str = param("auto", "bf16 autocast (CUDA only)", choices=("auto", "on", "off"))
-    channels_last: str = param("auto", "channels_last memory format (CUDA only)",
+    channels_last: str = param("auto", "channels_last memory format (auto: CUDA and CPU)",
                                choices=("auto", "on", "off"))
     compile: bool = param(False, "torch.compile the training forward")
     cuda_graphs: bool = param(False, "capture forward+backward in CUDA graphs "

@@ -55,7 +55,8 @@ class Engine:
         self.masks = {n: m.to(device) for n, m in masks.items()}
         self.sums = torch.zeros(k, 3, device=device, dtype=torch.float64)
         self.amp = _resolve(speed.amp, device)
-        self.channels_last = _resolve(speed.channels_last, device)
+        self.channels_last = speed.channels_last == "on" or (
+            speed.channels_last == "auto" and device.type in ("cuda", "cpu"))
 
     def autocast(self):
         if not self.amp:
