@@ -1,5 +1,6 @@
-"""WoodFisher one-shot pruning: time and peak memory of weightlab's pruner, and its Fisher
-inverse against the textbook sequential rank-one Woodbury recursion on the same gradients.
+"""WoodFisher one-shot pruning: time and peak memory of weightlab's pruner, its Fisher inverse
+against the textbook sequential rank-one Woodbury recursion on the same gradients, and a sweep
+over sparsities with the Fisher computed once against recomputed at every sparsity.
 
 The reference (:func:`weightlab_woodfisher.blocks.woodbury_sequential`) runs the paper's
 recursion F_n⁻¹ = F_{n-1}⁻¹ − F_{n-1}⁻¹g gᵀF_{n-1}⁻¹ / (N + gᵀF_{n-1}⁻¹g), all blocks at once,
@@ -8,8 +9,14 @@ accumulates G_bᵀG_b per block (one bmm per chunk of samples) and inverts all b
 batched Cholesky factorization. Before any time is compared, both inverses must give the same
 masks (OBS scores ρ_q = w_q²/(2[F⁻¹]_qq), joint selection) and the same updated weights.
 
+Sweep (``--parts sweep``): ``weightlab.pruning.sweep`` with one pruner (``analyze`` once:
+gradients and F⁻¹, then scores and the OBS update per sparsity) against a fresh one-shot run
+per sparsity (what sweeps did before); first the masks and weights of both must be identical
+(torch.equal) at every sparsity, then the times.
+
     python -m benchmarks.bench_woodfisher [--quick] [--device cuda] [--model cifar_resnet20]
         [--samples 1000] [--block-size 128] [--sparsity 0.9] [--threads N] [--out FILE]
+        [--parts inverse,sweep] [--sweep 0.5,0.7,0.8,0.9,0.95]
 
 Random-init weights (seed 0); real CIFAR-10 images when ../shared/data has them, else the
 ``synthetic`` dataset. ``--quick``: cifar_resnet8, N = 128, B = 64 (seconds on a CPU).
@@ -130,6 +137,81 @@ def run_case(model_name: str, device: str, samples: int, block_size: int, sparsi
     return row
 
 
+def sweep_case(model_name: str, device: str, samples: int, block_size: int,
+               sparsities: list[float], damping: float = 1e-5) -> dict:
+    """The same sweep twice: the analysis computed once and reused, then recomputed by a fresh
+    one-shot run per sparsity; identical masks and weights first, then the times."""
+    from weightlab import plugins, pruning
+
+    dev = torch.device(device)
+    bundle, loader = _data(samples, device)
+    reg = plugins.registry()
+    torch.manual_seed(0)
+    net = reg.create("models", model_name).build(bundle.input_shape, bundle.num_classes)
+    net = net.to(dev).eval()
+    values = {"samples": samples, "block_size": block_size, "damping": damping}
+    # one full-size run first, so neither side pays the one-time costs (torch.func, BLAS,
+    # first-touch pages)
+    reg.create("pruners", "woodfisher", values).prune(copy.deepcopy(net), sparsities[0], {},
+                                                      loader)
+
+    # The recomputing side runs inside the sweep's callback, right after the sweep's result at
+    # the same sparsity, so both sides see the same machine load (a shared CPU varies several
+    # fold); the callback's time is taken out of the sweep's.
+    reused: dict[float, tuple] = {}
+    recomputed: dict[float, tuple] = {}
+    recomputed_prune_s: list[float] = []
+    in_callback = [0.0]
+
+    def recompute(s, model, masks, _rec) -> None:
+        t = time.perf_counter()
+        reused[s] = (model, masks)
+        ref_model, ref_masks, rec = pruning.one_shot(
+            net, reg.create("pruners", "woodfisher", values), s, pruner_data=loader)
+        sync(dev)
+        recomputed[s] = (ref_model, ref_masks)
+        recomputed_prune_s.append(rec["seconds"]["prune"])
+        in_callback[0] += time.perf_counter() - t
+
+    sync(dev)
+    t0 = time.perf_counter()
+    records = pruning.sweep(net, reg.create("pruners", "woodfisher", values), sparsities,
+                            pruner_data=loader, on_result=recompute)
+    sync(dev)
+    reused_s = time.perf_counter() - t0 - in_callback[0]
+    recomputed_s = in_callback[0]
+
+    def same(s: float) -> bool:
+        (ma, ka), (mb, kb) = reused[s], recomputed[s]
+        sb = mb.state_dict()
+        return (ka.keys() == kb.keys() and all(torch.equal(ka[n], kb[n]) for n in ka)
+                and all(torch.equal(t, sb[k]) for k, t in ma.state_dict().items()))
+
+    return {"model": model_name, "device": device, "samples": samples, "block_size": block_size,
+            "data": bundle.name, "sparsities": sparsities,
+            "identical": {str(s): same(s) for s in sparsities},
+            "reused_s": reused_s, "recomputed_s": recomputed_s,
+            "analyze_s": records[0]["seconds"]["analyze"],
+            "prune_s": [r["seconds"]["prune"] for r in records],
+            "recomputed_prune_s": recomputed_prune_s,
+            "analysis_stages": records[0]["pruner_report"]["analysis_stages"],
+            "speedup": recomputed_s / reused_s}
+
+
+def _print_sweep(r: dict) -> None:
+    ok = all(r["identical"].values())
+    print(f"sweep over {', '.join(f'{s:g}' for s in r['sparsities'])} ({r['model']}, "
+          f"N = {r['samples']}, B = {r['block_size']}): masks and weights "
+          + ("identical at every sparsity" if ok else f"DIFFER: {r['identical']}"))
+    st = r["analysis_stages"]
+    print(f"  analysis reused: {r['reused_s']:.2f} s (analyze once {r['analyze_s']:.2f} s: "
+          f"gradients {st['gradients']['seconds']:.2f} s, inverse {st['inverse']['seconds']:.2f}"
+          f" s; then {sum(r['prune_s']):.2f} s scores + updates)")
+    print(f"  recomputed per sparsity: {r['recomputed_s']:.2f} s ("
+          + ", ".join(f"{t:.2f}" for t in r["recomputed_prune_s"])
+          + f" s) → {r['speedup']:.1f}× faster with the analysis reused", flush=True)
+
+
 def main(argv: list[str] | None = None) -> list[dict]:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.bench_woodfisher",
                                  description=__doc__.splitlines()[0])
@@ -141,16 +223,42 @@ def main(argv: list[str] | None = None) -> list[dict]:
     ap.add_argument("--sparsity", type=float, default=0.9)
     ap.add_argument("--threads", type=int, help="CPU threads for torch")
     ap.add_argument("--out", help="write the results as JSON to this file")
+    ap.add_argument("--parts", default="inverse,sweep",
+                    help="inverse (pruner + batched vs sequential inverse), sweep (analysis "
+                         "reused vs recomputed per sparsity), comma-separated")
+    ap.add_argument("--sweep", default="0.5,0.7,0.8,0.9,0.95",
+                    help="sparsities of the sweep part")
     args = ap.parse_args(argv)
+    parts = {p.strip() for p in args.parts.split(",") if p.strip()}
+    if not parts or parts - {"inverse", "sweep"}:
+        ap.error(f"--parts {args.parts!r}: expected inverse, sweep or both")
     if args.threads:
         torch.set_num_threads(args.threads)
     model = args.model or ("cifar_resnet8" if args.quick else "cifar_resnet20")
     samples = args.samples or (128 if args.quick else 1000)
     block = args.block_size or (64 if args.quick else 128)
-    row = run_case(model, args.device, samples, block, args.sparsity)
+    rows = []
+    if "inverse" in parts:
+        rows.append(run_case(model, args.device, samples, block, args.sparsity))
+        _print_inverse(rows[-1], samples, block, args.sparsity)
+    if "sweep" in parts:
+        sparsities = [float(v) for v in args.sweep.split(",") if v.strip()]
+        rows.append(sweep_case(model, args.device, samples, block, sparsities))
+        _print_sweep(rows[-1])
+    env = environment(torch.device(args.device))
+    print(f"device: {env['device']}" + (f" ({env['gpu']})" if "gpu" in env else "")
+          + f", {env['threads']} CPU threads, torch {env['torch']}", file=sys.stderr)
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump({"benchmark": "woodfisher", "quick": args.quick, "env": env,
+                       "rows": rows}, f, indent=2, default=str)
+    return rows
+
+
+def _print_inverse(row: dict, samples: int, block: int, sparsity: float) -> None:
     mib = 2 ** 20
     print(f"{row['model']} on {row['data']}: P = {row['params']:,} weights, "
-          f"{row['num_blocks']:,} blocks of {block}, N = {samples}, sparsity {args.sparsity}")
+          f"{row['num_blocks']:,} blocks of {block}, N = {samples}, sparsity {sparsity}")
     print(f"masks: batched vs sequential differ in {row['mask_mismatch_vs_sequential']} of "
           f"{row['params']:,} (pruner vs batched: {row['mask_mismatch_pruner_vs_batched']}); "
           f"max rel. F⁻¹ diff {row['finv_max_rel_diff']:.1e}; max |Δw| on agreeing weights "
@@ -168,14 +276,6 @@ def main(argv: list[str] | None = None) -> list[dict]:
           f"(blocks + all N gradients)")
     print(f"pruner end to end: {row['pruner_s']:.2f} s; inverse speed-up batched vs sequential "
           f"Woodbury: {row['speedup_inverse']:.1f}×", flush=True)
-    env = environment(torch.device(args.device))
-    print(f"device: {env['device']}" + (f" ({env['gpu']})" if "gpu" in env else "")
-          + f", {env['threads']} CPU threads, torch {env['torch']}", file=sys.stderr)
-    if args.out:
-        with open(args.out, "w") as f:
-            json.dump({"benchmark": "woodfisher", "quick": args.quick, "env": env,
-                       "rows": [row]}, f, indent=2, default=str)
-    return [row]
 
 
 if __name__ == "__main__":

@@ -121,6 +121,9 @@ class Matcher(Component):
 
     kind = "matchers"
     needs_data: ClassVar[bool] = False
+    # True for matchers that merge two models jointly (ZipIt!, CCA): refused up front for
+    # more than two models, before any calibration pass
+    pairwise_only: ClassVar[bool] = False
 
     def match(self, graph: Any, ref: nn.Module, other: nn.Module,
               data: DeviceLoader | None = None) -> Any:
@@ -165,7 +168,8 @@ class Pruner(Component):
     def analyze(self, model: nn.Module, masks: dict[str, torch.Tensor],
                 data: DeviceLoader | None = None) -> Any:
         """The statistics of the model that do not depend on the sparsity, computed once for a
-        sweep; None (the default) when there are none. Must leave ``model`` unchanged."""
+        sweep; None (the default) when there are none. May zero the weights ``masks`` remove
+        (as ``prune`` does), must change nothing else."""
         return None
 
     def prune(self, model: nn.Module, sparsity: float, masks: dict[str, torch.Tensor],

@@ -5,6 +5,8 @@
   by index order; weights already masked stay pruned and count towards the target.
 - :func:`one_shot` / :func:`sweep`: prune → evaluate → re-normalize (dense model as the
   reference) → re-apply masks → evaluate; :func:`plot_sweep` draws the accuracy curve.
+- :class:`Analysis`: a pruner's sparsity-independent statistics (``Pruner.analyze``) with a
+  checksum of the model state and masks they came from; a sweep computes them once.
 
 Masks map a parameter name to a bool tensor of its shape, True = kept.
 """
@@ -15,6 +17,7 @@ import copy
 import fnmatch
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -120,16 +123,106 @@ def masked_nonzeros(model: nn.Module, masks: dict[str, torch.Tensor]) -> int:
 
 
 # --------------------------------------------------------------------------------------------
+# sparsity-independent statistics, computed once per sweep
+
+
+def checksum(model: nn.Module, names: Sequence[str], masks: dict[str, torch.Tensor]
+             ) -> torch.Tensor:
+    """A cheap fingerprint of a model state and masks, (T, 3) float64 on the CPU: per floating
+    parameter and buffer, then per mask of ``names``: Σx, Σx² and Σ r_i·x_i with
+    r_i = 1 + (i mod 101) (the last one notices a permutation). One reduction per tensor on its
+    device and one transfer."""
+    tensors = [t for t in model.state_dict().values() if t.is_floating_point()]
+    tensors += [masks[n] for n in names]
+    rows = []
+    for t in tensors:
+        x = t.detach().flatten().double()
+        ramp = torch.arange(x.numel(), device=x.device).remainder_(101).add_(1)
+        rows.append(torch.stack([x.sum(), x.square().sum(), (x * ramp).sum()]))
+    return torch.stack(rows).cpu() if rows else torch.zeros(0, 3, dtype=torch.float64)
+
+
+@dataclass
+class Analysis:
+    """What a pruner's ``analyze`` returns: its sparsity-independent statistics (``stats``,
+    pruner-specific) and what they were computed from — the pruner and its parameters, the
+    pruned parameter names and shapes, a :func:`checksum` of the weights and masks.
+    ``prune(..., analysis=a)`` calls :meth:`check` first, so an analysis of another model state
+    (a fine-tuned copy, other masks, another block size) is refused, never silently used."""
+
+    pruner: str
+    params: dict[str, Any]
+    names: list[str]
+    shapes: list[tuple[int, ...]]
+    fingerprint: torch.Tensor
+    stats: dict[str, Any]
+
+    @classmethod
+    def of(cls, pruner: Any, model: nn.Module, names: Sequence[str],
+           masks: dict[str, torch.Tensor], stats: dict[str, Any]) -> Analysis:
+        params = dict(model.named_parameters())
+        return cls(pruner.name, pruner.params_dict(), list(names),
+                   [tuple(params[n].shape) for n in names], checksum(model, names, masks),
+                   stats)
+
+    def check(self, pruner: Any, model: nn.Module, names: Sequence[str],
+              masks: dict[str, torch.Tensor]) -> None:
+        """Raise a one-line WeightlabError unless ``model``/``masks`` are the state this
+        analysis was computed from, by the same pruner with the same parameters."""
+        who = pruner.name
+        if (self.pruner, self.params) != (who, pruner.params_dict()):
+            raise WeightlabError(f"{who}: the analysis was computed by {self.pruner} with "
+                                 f"{self.params}, not by {who} with {pruner.params_dict()}")
+        params = dict(model.named_parameters())
+        shapes = [tuple(params[n].shape) for n in names]
+        if (self.names, self.shapes) != (list(names), shapes):
+            raise WeightlabError(f"{who}: the analysis was computed for parameters "
+                                 f"{_brief(self.names, self.shapes)}, not "
+                                 f"{_brief(list(names), shapes)}")
+        now = checksum(model, names, masks)
+        if now.shape != self.fingerprint.shape or not torch.allclose(
+                now, self.fingerprint, rtol=1e-9, atol=1e-12):
+            raise WeightlabError(f"{who}: the model's weights or masks differ from those the "
+                                 f"analysis was computed from (checksum mismatch); analyze the "
+                                 f"model you prune")
+
+
+def _brief(names: list[str], shapes: list[tuple[int, ...]]) -> str:
+    items = [f"{n}{list(s)}" for n, s in zip(names, shapes, strict=True)]
+    return ", ".join(items[:3]) + (f" … ({len(items)} in all)" if len(items) > 3 else "")
+
+
+def analyze(dense: nn.Module, pruner: Any, masks: dict[str, torch.Tensor] | None = None,
+            data: Any = None) -> tuple[Any, float]:
+    """``pruner.analyze`` on a copy of ``dense`` with ``masks`` applied (exactly the state
+    :func:`one_shot` prunes) and the seconds it took; (None, 0.0) for a pruner without one."""
+    fn = getattr(pruner, "analyze", None)
+    if fn is None:
+        return None, 0.0
+    masks = dict(masks or {})
+    model = copy.deepcopy(dense)
+    apply_masks(model, masks)
+    t0 = time.perf_counter()
+    analysis = fn(model, masks, data)
+    return analysis, time.perf_counter() - t0
+
+
+# --------------------------------------------------------------------------------------------
 # one-shot pipeline
 
 
 def one_shot(dense: nn.Module, pruner: Any, sparsity: float, *,
              masks: dict[str, torch.Tensor] | None = None, evaluate_on: Any = None,
              pruner_data: Any = None, normalizer: Any = None, calibration: Any = None,
-             dense_metrics: dict | None = None) -> tuple[nn.Module, dict[str, torch.Tensor], dict]:
+             dense_metrics: dict | None = None, analysis: Any = None
+             ) -> tuple[nn.Module, dict[str, torch.Tensor], dict]:
     """Prune a copy of ``dense`` to ``sparsity``; evaluate; re-normalize with ``dense`` as the
     reference (``normalizer.apply(model, references=[dense], weights=[1.0], data=calibration)``);
     re-apply the masks if the normalizer changed a pruned weight; evaluate again.
+
+    ``analysis``: what ``pruner.analyze`` returned for ``dense`` with ``masks`` (see
+    :func:`analyze`); passed to ``prune`` only when not None, so pruners whose ``prune`` takes
+    no ``analysis`` keep working.
 
     Returns the final model, the full masks (old ones of other parameters kept) and a record:
     metrics (dense, pruned, normalized), sparsity report, timings and the pruner's report.
@@ -143,8 +236,9 @@ def one_shot(dense: nn.Module, pruner: Any, sparsity: float, *,
                               "params": pruner.params_dict(), "seconds": {}}
     if evaluate_on is not None:
         record["dense"] = dense_metrics or evaluate(dense, evaluate_on)
+    extra = {"analysis": analysis} if analysis is not None else {}
     t0 = time.perf_counter()
-    new = pruner.prune(model, sparsity, masks, pruner_data)
+    new = pruner.prune(model, sparsity, masks, pruner_data, **extra)
     record["seconds"]["prune"] = time.perf_counter() - t0
     masks.update({n: m.bool() for n, m in new.items()})
     apply_masks(model, masks)
@@ -167,20 +261,36 @@ def one_shot(dense: nn.Module, pruner: Any, sparsity: float, *,
     return model, masks, record
 
 
-def sweep(dense: nn.Module, make_pruner: Callable[[], Any], sparsities: Sequence[float], *,
+def sweep(dense: nn.Module, pruner: Any, sparsities: Sequence[float], *,
+          masks: dict[str, torch.Tensor] | None = None, pruner_data: Any = None,
           on_result: Callable[[float, nn.Module, dict, dict], None] | None = None,
           **kw: Any) -> list[dict]:
-    """:func:`one_shot` at each sparsity, each from the dense model; ``on_result(s, model,
-    masks, record)`` lets the caller save each pruned model."""
+    """:func:`one_shot` at each sparsity with one ``pruner``, each from the dense model.
+
+    The pruner's sparsity-independent statistics (``pruner.analyze``: WoodFisher's Fisher
+    inverse, diag_fisher's scores) are computed once, on ``dense`` with ``masks`` applied, and
+    handed to every ``prune``; the result at each sparsity is identical to a separate
+    :func:`one_shot` run. The analysis time is recorded once, as ``seconds["analyze"]`` of the
+    first record (absent when the pruner has no analysis). ``on_result(s, model, masks,
+    record)`` lets the caller save each pruned model as soon as it exists."""
     from weightlab.evaluate import evaluate
 
+    if not hasattr(pruner, "prune"):
+        raise UsageError(f"sweep: expected one pruner (an object with prune()), got "
+                         f"{type(pruner).__name__}")
+    if not sparsities:
+        return []
     if kw.get("evaluate_on") is not None and kw.get("dense_metrics") is None:
         kw["dense_metrics"] = evaluate(dense, kw["evaluate_on"])
+    analysis, analyze_s = analyze(dense, pruner, masks, pruner_data)
     records = []
-    for s in sparsities:
-        model, masks, rec = one_shot(dense, make_pruner(), s, **kw)
+    for i, s in enumerate(sparsities):
+        model, new_masks, rec = one_shot(dense, pruner, s, masks=masks, pruner_data=pruner_data,
+                                         analysis=analysis, **kw)
+        if i == 0 and analysis is not None:
+            rec["seconds"]["analyze"] = analyze_s
         if on_result is not None:
-            on_result(s, model, masks, rec)
+            on_result(s, model, new_masks, rec)
         records.append(rec)
     return records
 

@@ -5,6 +5,6 @@
 - :mod:`.gradients`: per-sample gradients with torch.func, streamed in chunks.
 - :mod:`.fisher`: ``diag_fisher``.
 - :mod:`.blocks`: block layout, G_bᵀG_b accumulation, batched inverse, the Woodbury reference.
-- :mod:`.woodfisher`: ``woodfisher`` (memory plan, scores, OBS update).
+- :mod:`.woodfisher`: ``woodfisher`` (memory plan, scores, OBS update, multi-step schedules).
 - :mod:`.meter`: time and peak memory per stage.
 """

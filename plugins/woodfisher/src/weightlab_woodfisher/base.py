@@ -4,13 +4,14 @@ the score → mask step (:class:`ScorePruner`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 from weightlab import pruning
 from weightlab.checkpoint import apply_masks
 from weightlab.components import Pruner
+from weightlab.errors import WeightlabError
 from weightlab.params import param
 
 
@@ -25,7 +26,12 @@ class SelectParams:
 
 class ScorePruner(Pruner):
     """Removes the lowest-scoring weights: ``scores`` gives one score per weight; ``selection``
-    is ``joint`` (one threshold over all chosen layers) or ``per_layer``."""
+    is ``joint`` (one threshold over all chosen layers) or ``per_layer``.
+
+    The scores do not depend on the sparsity, so ``analyze`` returns them (a
+    :class:`weightlab.pruning.Analysis`) and a sweep scores once. Subclasses with more than
+    scores override ``statistics`` (what ``analyze`` computes) and ``prune_with`` (the
+    sparsity-dependent rest)."""
 
     selection: ClassVar[str] = "joint"
 
@@ -37,15 +43,43 @@ class ScorePruner(Pruner):
                data=None) -> dict[str, torch.Tensor]:
         raise NotImplementedError
 
-    def prune(self, model, sparsity, masks, data=None):
-        pruning.target_zeros(sparsity, 1)  # validates the range
+    def prepare(self, model: nn.Module, masks: dict[str, torch.Tensor]
+                ) -> tuple[list[str], dict[str, torch.Tensor]]:
+        """The chosen names and their full masks, applied to ``model`` (removed weights = 0)."""
         names = self.chosen(model)
         old = pruning.full_masks(model, names, masks)
         apply_masks(model, old)
+        return names, old
+
+    def statistics(self, model: nn.Module, names: list[str], old: dict[str, torch.Tensor],
+                   data=None) -> dict[str, Any]:
         with torch.no_grad():
-            scores = self.scores(model, names, old, data)
+            return {"scores": self.scores(model, names, old, data)}
+
+    def analyze(self, model, masks, data=None):
+        names, old = self.prepare(model, masks)
+        return pruning.Analysis.of(self, model, names, old,
+                                   self.statistics(model, names, old, data))
+
+    def prune(self, model, sparsity, masks, data=None, analysis=None):
+        pruning.target_zeros(sparsity, 1)  # validates the range
+        names, old = self.prepare(model, masks)
+        if analysis is None:
+            return self.prune_with(model, sparsity, names, old,
+                                   self.statistics(model, names, old, data))
+        if not isinstance(analysis, pruning.Analysis):
+            raise WeightlabError(f"{self.name}: analysis must be what {self.name}.analyze "
+                                 f"returned, got {type(analysis).__name__}")
+        analysis.check(self, model, names, old)
+        return self.prune_with(model, sparsity, names, old, analysis.stats, analysis)
+
+    def prune_with(self, model: nn.Module, sparsity: float, names: list[str],
+                   old: dict[str, torch.Tensor], stats: dict[str, Any],
+                   analysis: pruning.Analysis | None = None) -> dict[str, torch.Tensor]:
+        """The sparsity-dependent part, from ``stats`` (``analysis``: where they came from,
+        None when computed for this call). Must not modify ``stats``: a sweep reuses them."""
         selection = getattr(self.params, "selection", self.selection)
-        new = pruning.masks_from_scores(scores, sparsity, old, selection)
+        new = pruning.masks_from_scores(stats["scores"], sparsity, old, selection)
         apply_masks(model, new)
         return new
 

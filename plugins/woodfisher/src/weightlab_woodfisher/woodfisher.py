@@ -11,6 +11,11 @@ Stages (each timed, with its peak memory, in ``last_report``):
 4. update — δw = −F⁻¹ Σ_{q removed} (w_q / [F⁻¹]_qq) e_q per block (the simultaneous
    multi-weight approximation of WoodFisher's implementation), scaled by ``update_scale``;
    removed weights are then set to exactly 0.
+
+Stages 1–2 do not depend on the sparsity: ``analyze`` returns them and a sweep computes them
+once. With ``steps`` = k > 1 the target is reached in k pruning steps (the paper's one-shot
+setting with several pruning iterations), stages 1–4 at every step, the Fisher recomputed at
+the weights the previous step's update left.
 """
 
 from __future__ import annotations
@@ -20,7 +25,6 @@ from typing import Any
 
 import torch
 from weightlab import pruning
-from weightlab.checkpoint import apply_masks
 from weightlab.errors import DataError, UsageError
 from weightlab.params import param
 
@@ -28,6 +32,8 @@ from weightlab_woodfisher.base import ScorePruner, SelectParams, split_flat
 from weightlab_woodfisher.blocks import BlockLayout, accumulate_gram, invert_blocks
 from weightlab_woodfisher.gradients import activation_bytes, per_sample_grads, require_data
 from weightlab_woodfisher.meter import StageMeter, budget_bytes, gib
+
+STEP_SCHEDULES = ("linear", "cubic", "geometric")
 
 
 @dataclass
@@ -49,6 +55,13 @@ class WoodFisherParams(SelectParams):
                                            min=0.0, min_exclusive=True)
     grad_chunk: int = param(0, "samples per per-sample-gradient chunk (0: choose from the "
                                "budget)", min=0)
+    steps: int = param(1, "k: pruning steps to the target, the Fisher recomputed at the "
+                          "updated weights before each (k > 1: a sweep cannot reuse it)", min=1)
+    # default geometric: IMP's per-phase rate (SPEC §11) and the best of the three at 98% here
+    step_schedule: str = param("geometric", "sparsity after step i of k: linear s·i/k, cubic "
+                                         "s·(1 − (1 − i/k)³) (Zhu & Gupta 2017), or geometric "
+                                         "1 − (1 − s)^(i/k) (same fraction of the survivors "
+                                         "each step)", choices=STEP_SCHEDULES)
 
 
 def plan(num_params: int, layout: BlockLayout, samples: int, elt: int, act_bytes: int,
@@ -77,6 +90,44 @@ def plan(num_params: int, layout: BlockLayout, samples: int, elt: int, act_bytes
             "budget_bytes": budget, "budget_from": budget_from}
 
 
+def step_targets(start: float, target: float, steps: int, schedule: str = "linear"
+                 ) -> list[float]:
+    """Sparsity after each of k steps from the current s_0 to the target s (i = 1…k):
+
+    - ``linear``: s_i = s_0 + (s − s_0)·i/k (on a dense model s·i/k);
+    - ``cubic`` (Zhu & Gupta 2017, "To prune, or not to prune", eq. 1):
+      s_i = s + (s_0 − s)(1 − i/k)³ — large steps first, small ones near the target;
+    - ``geometric``: the density shrinks by the same factor each step,
+      1 − s_i = (1 − s_0)·((1 − s)/(1 − s_0))^{i/k} (IMP's constant per-phase rate) — every
+      step removes the same fraction of the weights still there.
+
+    The last is exactly s."""
+    if schedule not in STEP_SCHEDULES:
+        raise UsageError(f"step_schedule {schedule!r}: expected one of "
+                         f"{', '.join(STEP_SCHEDULES)}")
+    if start >= target:  # already as sparse: every step keeps the old zeros
+        return [target] * steps
+    frac = [i / steps for i in range(1, steps)]
+    if schedule == "geometric":
+        ratio = (1 - target) / (1 - start)
+        return [1 - (1 - start) * ratio ** f for f in frac] + [target]
+    if schedule == "cubic":
+        frac = [1 - (1 - f) ** 3 for f in frac]
+    return [start + (target - start) * f for f in frac] + [target]
+
+
+def _total_stages(reports: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per stage over several steps: seconds summed, peak and added memory the maximum."""
+    out: dict[str, dict[str, float]] = {}
+    for rep in reports:
+        for name, st in rep["stages"].items():
+            acc = out.setdefault(name, {"seconds": 0.0, "peak_bytes": 0, "extra_bytes": 0})
+            acc["seconds"] += st["seconds"]
+            acc["peak_bytes"] = max(acc["peak_bytes"], st["peak_bytes"])
+            acc["extra_bytes"] = max(acc["extra_bytes"], st["extra_bytes"])
+    return out
+
+
 class WoodFisherPruner(ScorePruner):
     """WoodFisher (Singh & Alistarh 2020): optimal-brain-surgeon pruning with the empirical
     Fisher F = λI + (1/N) Σ_n g_n g_nᵀ, block-diagonal, inverted blockwise. Score
@@ -84,8 +135,17 @@ class WoodFisherPruner(ScorePruner):
     ``per_layer``) and the survivors move by δw = −F⁻¹ Σ_{q removed} (w_q/[F⁻¹]_qq) e_q per block.
     Seed settings: N = 1000, λ = 1e-5. Needs calibration data (training images).
 
+    ``analyze`` returns F⁻¹ (with the layout, N and the timings of its stages), so a sweep over
+    sparsities computes it once; each ``prune(..., analysis=a)`` starts from the dense weights
+    and leaves ``a`` unchanged. ``steps`` = k > 1 prunes in k steps (sparsity after step i from
+    :func:`step_targets`), each recomputing the Fisher at the current, already updated weights
+    and masks on the same calibration samples; ``analyze`` then returns None (the statistics
+    depend on the sparsity path, nothing can be shared between targets).
+
     After ``prune``, ``last_report`` holds the memory plan and, per stage (gradients, inverse,
-    scores, update), seconds and peak memory.
+    scores, update), seconds and peak memory (with an analysis: scores and update, the analysis'
+    stages under ``analysis_stages``; with steps: the totals, and each step's report under
+    ``steps``).
 
     Example::
 
@@ -101,13 +161,11 @@ class WoodFisherPruner(ScorePruner):
     last_report: dict[str, Any] | None = None
     keep_scores = False  # tests set this to inspect ρ (``last_scores``)
 
-    def prune(self, model, sparsity, masks, data=None):
+    def statistics(self, model, names, old, data=None):
+        """Stages 1–2 at the current weights and masks: F⁻¹ per block and what the scores and
+        the update need (layout, dtype, N used, memory plan, stage timings)."""
         require_data(self.name, data)
-        pruning.target_zeros(sparsity, 1)
         p = self.params
-        names = self.chosen(model)
-        old = pruning.full_masks(model, names, masks)
-        apply_masks(model, old)
         params = dict(model.named_parameters())
         dev = params[names[0]].device
         dtype = torch.float64 if (p.precision == "float64" or params[names[0]].dtype ==
@@ -116,8 +174,8 @@ class WoodFisherPruner(ScorePruner):
         sizes = [params[n].numel() for n in names]
         layout = BlockLayout.build(sizes, p.block_size, p.span_layers)
         budget, budget_from = budget_bytes(dev, p.memory_budget_gb)
-        report = {"plan": plan(sum(sizes), layout, p.samples, elt, activation_bytes(model, data),
-                               budget, budget_from, p.grad_chunk)}
+        mem_plan = plan(sum(sizes), layout, p.samples, elt, activation_bytes(model, data),
+                        budget, budget_from, p.grad_chunk)
         meter = StageMeter(dev)
 
         with meter.stage("gradients"):
@@ -125,7 +183,7 @@ class WoodFisherPruner(ScorePruner):
                                device=dev, dtype=dtype)
             n_used, buf = 0, None
             for parts in per_sample_grads(model, names, data, p.samples,
-                                          report["plan"]["grad_chunk"], old, dtype):
+                                          mem_plan["grad_chunk"], old, dtype):
                 c = parts[0].shape[0]
                 if buf is None or buf.shape[0] < c:
                     buf = parts[0].new_zeros(c, layout.padded)  # reused: no new pages
@@ -138,7 +196,50 @@ class WoodFisherPruner(ScorePruner):
         if not torch.isfinite(gram).all():
             raise DataError("woodfisher: non-finite per-sample gradients (diverged model?)")
         with meter.stage("inverse"):
-            finv = invert_blocks(gram, n_used, p.damping, report["plan"]["inverse_group"])
+            finv = invert_blocks(gram, n_used, p.damping, mem_plan["inverse_group"])
+        return {"finv": finv, "layout": layout, "dtype": dtype, "samples": n_used,
+                "plan": mem_plan, "stages": meter.stages}
+
+    def analyze(self, model, masks, data=None):
+        """F⁻¹ of ``model`` with ``masks`` for a sweep; None with steps > 1 (each step's Fisher
+        is taken at the weights the previous step left, so it depends on the target)."""
+        if self.params.steps > 1:
+            return None
+        return super().analyze(model, masks, data)
+
+    def prune(self, model, sparsity, masks, data=None, analysis=None):
+        if self.params.steps == 1:
+            return super().prune(model, sparsity, masks, data, analysis)
+        if analysis is not None:
+            raise UsageError(f"woodfisher: steps={self.params.steps} recomputes the Fisher at "
+                             f"every step; it cannot use an analysis (use steps=1)")
+        require_data(self.name, data)
+        pruning.target_zeros(sparsity, 1)
+        p = self.params
+        names, current = self.prepare(model, masks)
+        total = sum(m.numel() for m in current.values())
+        start = sum(int((~m).sum()) for m in current.values()) / total
+        reports = []
+        for target in step_targets(start, sparsity, p.steps, p.step_schedule):
+            # gradients at the current (updated) weights with the current masks → F⁻¹ →
+            # scores → OBS update
+            stats = self.statistics(model, names, current, data)
+            current = self.prune_with(model, target, names, current, stats)
+            del stats
+            report = self.last_report
+            report["sparsity_target"] = target
+            report["sparsity"] = sum(int((~m).sum()) for m in current.values()) / total
+            reports.append(report)
+        self.last_report = {"plan": reports[0]["plan"], "samples": reports[-1]["samples"],
+                            "stages": _total_stages(reports), "steps": reports}
+        return current
+
+    def prune_with(self, model, sparsity, names, old, stats, analysis=None):
+        """Stages 3–4 from ``stats`` (read only: the survivors' update is a new tensor)."""
+        p = self.params
+        params = dict(model.named_parameters())
+        finv, layout, dtype = stats["finv"], stats["layout"], stats["dtype"]
+        meter = StageMeter(finv.device)
         with meter.stage("scores"), torch.no_grad():
             w_flat = torch.cat([params[n].detach().flatten().to(dtype) for n in names])
             diag_flat = layout.to_flat(torch.diagonal(finv, dim1=-2, dim2=-1))
@@ -157,9 +258,11 @@ class WoodFisherPruner(ScorePruner):
             w_flat = torch.where(keep, w_flat, 0.0)  # removed weights end exactly 0
             for n, w in split_flat(w_flat, names, params).items():
                 params[n].copy_(w.to(params[n].dtype))
-        del finv, gram
-        report["samples"] = n_used
-        report["stages"] = meter.stages
+        report: dict[str, Any] = {"plan": stats["plan"], "samples": stats["samples"]}
+        if analysis is None:
+            report["stages"] = {**stats["stages"], **meter.stages}
+        else:  # stages 1–2 ran once, in analyze
+            report["stages"] = meter.stages
+            report["analysis_stages"] = stats["stages"]
         self.last_report = report
         return new
-
