@@ -239,10 +239,15 @@ def pair_efficiency(model, bundle, device, batch, steps, warmup, rounds, speed) 
     y = bundle.train[1][bundle.train_idx[:batch]].to(device)
     perm = torch.randperm(len(y), generator=gen).to(device)
     batches = [(x, y), (x[perm], y[perm])]
-    solo = [engines.SequentialEngine([build(model, bundle, s, device)], cfg, speed, device,
-                                     dist, {}) for s in (0, 1)]
-    for k, eng in enumerate(solo):
-        eng.step([batches[k]], cfg.lr, 1.0 / batch)
+
+    def solo_steps(solo_speed):
+        """Each model's first step alone: what a pair step must reproduce."""
+        solo = [engines.SequentialEngine([build(model, bundle, s, device)], cfg, solo_speed,
+                                         device, dist, {}) for s in (0, 1)]
+        for k, eng in enumerate(solo):
+            eng.step([batches[k]], cfg.lr, 1.0 / batch)
+        return solo
+
     out = {"model": model, "batch": batch,
            "auto_engine": engines.create([build(model, bundle, s, device) for s in (0, 1)],
                                          cfg, speed, device, dist, {}, bundle.input_shape).name}
@@ -258,6 +263,10 @@ def pair_efficiency(model, bundle, device, batch, steps, warmup, rounds, speed) 
                               dataclasses.replace(speed, batched=mode), device, dist, {},
                               bundle.input_shape)
         pair.step(batches, cfg.lr, 1.0 / batch)  # correctness first: = two solo steps
+        # in the pair's memory format (the vmapped path runs contiguous; channels_last
+        # convolutions round differently)
+        solo = solo_steps(speed if pair.name == "sequential"
+                          else dataclasses.replace(speed, channels_last="off"))
         diff = max((a - b).abs().max().item() for k in range(2)
                    for a, b in zip(pair.models[k].state_dict().values(),
                                    solo[k].models[0].state_dict().values()))
