@@ -138,7 +138,8 @@ class _Run:
         resume_path = job.run_dir / RESUME_FILE
         metrics_path = job.run_dir / "metrics.jsonl"
         if resume and resume_path.is_file():
-            start_epoch, it, start_batch = _load_resume(resume_path, engine, self.device)
+            start_epoch, it, start_batch = _load_resume(resume_path, engine, self.device,
+                                                        self.main)
             if self.main:
                 truncate_after(metrics_path, it)
         elif self.main and metrics_path.exists():
@@ -180,10 +181,16 @@ class _Run:
                         bar.advance(1)
                     if lmc_points and lmc_points[0][1] == it:
                         self._lmc(meter, nets, lmc_points.pop(0)[0], it, steps, log)
-                    if i + 1 < steps and (stop.is_set() or (job.resume_every and
-                                                            it % job.resume_every == 0)):
+                    periodic = bool(job.resume_every) and it % job.resume_every == 0
+                    if i + 1 < steps and (periodic or stop.is_set()):
+                        # the epoch's metric sums over all ranks (a collective: only at the
+                        # iterations every rank agrees on); a signal may reach ranks at
+                        # different steps, so then rank 0 saves its own share
+                        sums = dist_mod.all_reduce_sum(engine.sums.clone(), dist) \
+                            if periodic else engine.sums
                         if self.main:
-                            _save_resume(resume_path, epoch, it, engine, self.device, i + 1)
+                            _save_resume(resume_path, epoch, it, engine, self.device, i + 1,
+                                         sums)
                         if stop.is_set():
                             raise TrainingInterrupted(
                                 f"training stopped at iteration {it} (epoch {epoch + 1}, batch "
@@ -267,9 +274,12 @@ def _stop_requests():
 
 
 def _save_resume(path: Path, epoch: int, it: int, engine: engines.Engine,
-                 device: torch.device, batch: int = 0) -> None:
-    """``epoch`` epochs and ``batch`` batches of the next one are done (``it`` steps)."""
-    state = {"epoch": epoch, "iter": it, "batch": batch, "sums": engine.sums.detach().cpu(),
+                 device: torch.device, batch: int = 0, sums: torch.Tensor | None = None
+                 ) -> None:
+    """``epoch`` epochs and ``batch`` batches of the next one are done (``it`` steps);
+    ``sums``: the running metric sums of that epoch (default: this process's)."""
+    sums = engine.sums if sums is None else sums
+    state = {"epoch": epoch, "iter": it, "batch": batch, "sums": sums.detach().cpu(),
              "rng": torch.get_rng_state(),
              "models": [{k: v.detach().cpu() for k, v in n.state_dict().items()}
                         for n in engine.models],
@@ -281,7 +291,7 @@ def _save_resume(path: Path, epoch: int, it: int, engine: engines.Engine,
         torch.save(state, tmp)
 
 
-def _load_resume(path: Path, engine: engines.Engine, device: torch.device
+def _load_resume(path: Path, engine: engines.Engine, device: torch.device, main: bool = True
                  ) -> tuple[int, int, int]:
     from weightlab.errors import CheckpointError
 
@@ -298,8 +308,10 @@ def _load_resume(path: Path, engine: engines.Engine, device: torch.device
         if device.type == "cuda" and "cuda_rng" in state:
             torch.cuda.set_rng_state(state["cuda_rng"], device)
         batch = int(state.get("batch", 0))
-        if batch:
+        if batch and main:  # the saved sums cover every rank: rank 0 carries them
             engine.sums.copy_(state["sums"])
+        elif batch:
+            engine.sums.zero_()
         return int(state["epoch"]), int(state["iter"]), batch
     except (KeyError, RuntimeError, EOFError) as e:
         raise CheckpointError(f"{path}: unusable resume state ({type(e).__name__}: "
