@@ -8,7 +8,6 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-
 from weightlab.data.bundle import load_data
 from weightlab.data.loaders import shard_bounds
 from weightlab.errors import DataError
@@ -46,7 +45,8 @@ def test_classes_follow_the_folders_and_eval_batches_are_centre_crops(tree):
 
     img = Image.open(tree / "imagenet" / "val" / "n01" / "0.JPEG").convert("RGB")
     ref = TF.pil_to_tensor(TF.center_crop(TF.resize(img, 256), 224)).float() / 255
-    mean, std = torch.tensor(b.dataset.mean)[:, None, None], torch.tensor(b.dataset.std)[:, None, None]
+    mean = torch.tensor(b.dataset.mean)[:, None, None]
+    std = torch.tensor(b.dataset.std)[:, None, None]
     assert torch.allclose(x[0], (ref - mean) / std, atol=1e-5)
     assert torch.equal(batches(b.loader("test", batch_size=6))[0][0], x)  # deterministic
 

@@ -211,7 +211,10 @@ def _print_one(rec: dict, json_out: bool) -> None:
                for i, st in enumerate(report["steps"], 1)])
     if report.get("plan"):
         p = report["plan"]
-        info(f"plan: {p['num_blocks']} blocks of {p['block_size']} ({_mib(p['blocks_bytes'])}), "
+        mode = (f"streamed in {p['groups']} groups ({p['passes']} gradient passes)"
+                if p.get("mode") == "streamed" else "resident")
+        info(f"plan: {p['num_blocks']} blocks of {p['block_size']} ({_mib(p['blocks_bytes'])}, "
+             f"{mode}), "
              f"gradients in chunks of {p['grad_chunk']} (all at once would be "
              f"{_mib(p['grads_bytes_if_stored'])}); budget {_mib(p['budget_bytes'])} "
              f"({p['budget_from']})")

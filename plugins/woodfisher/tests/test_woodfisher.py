@@ -162,7 +162,8 @@ def test_memory_plan_refuses_and_names_what_fits():
         "block_size": 16, "memory_budget_gb": 0.0005, "samples": 300, "damping": 1e-3})
     small.prune(net, 0.5, {}, loader)
     plan = small.last_report["plan"]
-    assert plan["streamed"] and plan["grad_chunk"] < 300  # gradients streamed to fit
+    assert plan["grads_chunked"] and plan["grad_chunk"] < 300  # gradients in chunks to fit
+    assert plan["mode"] == "resident" and plan["passes"] == 1
     assert set(small.last_report["stages"]) == {"gradients", "inverse", "scores", "update"}
 
 

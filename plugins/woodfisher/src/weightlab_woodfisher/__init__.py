@@ -4,7 +4,10 @@
 - :mod:`.magnitude`: ``magnitude``, ``global_magnitude``, ``random``.
 - :mod:`.gradients`: per-sample gradients with torch.func, streamed in chunks.
 - :mod:`.fisher`: ``diag_fisher``.
-- :mod:`.blocks`: block layout, G_bᵀG_b accumulation, batched inverse, the Woodbury reference.
-- :mod:`.woodfisher`: ``woodfisher`` (memory plan, scores, OBS update, multi-step schedules).
+- :mod:`.blocks`: block layout and groups of blocks, G_bᵀG_b accumulation, batched inverse,
+  the Woodbury reference.
+- :mod:`.plan`: the memory plan — blocks resident, or streamed in groups that fit the budget.
+- :mod:`.woodfisher`: ``woodfisher`` (scores, OBS update, streamed passes, multi-step
+  schedules).
 - :mod:`.meter`: time and peak memory per stage.
 """

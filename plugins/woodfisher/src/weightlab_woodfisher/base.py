@@ -66,18 +66,20 @@ class ScorePruner(Pruner):
         names, old = self.prepare(model, masks)
         if analysis is None:
             return self.prune_with(model, sparsity, names, old,
-                                   self.statistics(model, names, old, data))
+                                   self.statistics(model, names, old, data), data=data)
         if not isinstance(analysis, pruning.Analysis):
             raise WeightlabError(f"{self.name}: analysis must be what {self.name}.analyze "
                                  f"returned, got {type(analysis).__name__}")
         analysis.check(self, model, names, old)
-        return self.prune_with(model, sparsity, names, old, analysis.stats, analysis)
+        return self.prune_with(model, sparsity, names, old, analysis.stats, analysis, data=data)
 
     def prune_with(self, model: nn.Module, sparsity: float, names: list[str],
                    old: dict[str, torch.Tensor], stats: dict[str, Any],
-                   analysis: pruning.Analysis | None = None) -> dict[str, torch.Tensor]:
+                   analysis: pruning.Analysis | None = None, data=None
+                   ) -> dict[str, torch.Tensor]:
         """The sparsity-dependent part, from ``stats`` (``analysis``: where they came from,
-        None when computed for this call). Must not modify ``stats``: a sweep reuses them."""
+        None when computed for this call; ``data``: the calibration data, for a pruner that
+        must pass over it again). Must not modify ``stats``: a sweep reuses them."""
         selection = getattr(self.params, "selection", self.selection)
         new = pruning.masks_from_scores(stats["scores"], sparsity, old, selection)
         apply_masks(model, new)

@@ -7,6 +7,9 @@ so they decouple (F = λ on their diagonal) and never influence a real entry.
 
 Per block b: F_b = λI + (1/N) Σ_n g_n,b g_n,bᵀ = λI + G_bᵀ G_b / N.
 
+- :meth:`BlockLayout.group`: blocks [first, stop) as a :class:`BlockGroup` — the parameters
+  they touch and where their entries land — so a group's Fisher can be built from the
+  gradients of those parameters alone (WoodFisher's streamed mode).
 - :func:`accumulate_gram` adds G_bᵀG_b for a chunk of gradients, for all blocks at once (bmm).
 - :func:`invert_blocks` computes F_b⁻¹ for all blocks from a batched Cholesky factorization
   F = LLᵀ: F⁻¹ = L⁻ᵀL⁻¹, with L⁻¹ by block recursion (:func:`tril_inverse`) and one bmm.
@@ -33,6 +36,7 @@ class BlockLayout:
     num_blocks: int
     offsets: list[int]
     sizes: list[int]  # numel per layer, in order
+    span_layers: bool = False
 
     @classmethod
     def build(cls, sizes: Sequence[int], block_size: int, span_layers: bool = False
@@ -44,7 +48,7 @@ class BlockLayout:
             offsets.append(start)
             start = end = start + n
         total = -(-end // block_size) * block_size
-        return cls(block_size, total // block_size, offsets, list(sizes))
+        return cls(block_size, total // block_size, offsets, list(sizes), span_layers)
 
     @property
     def padded(self) -> int:
@@ -67,6 +71,20 @@ class BlockLayout:
             flat[..., o:o + n] = part
         return flat.view(*lead, self.num_blocks, self.block_size)
 
+    def group(self, first: int, stop: int) -> BlockGroup:
+        """Blocks [first, stop): per parameter whose entries fall in them (index into
+        ``sizes``), the flat range [lo, hi) of that parameter and where it starts in the
+        group's own padded vector (length (stop − first) · block_size)."""
+        a, b = first * self.block_size, stop * self.block_size
+        params, ranges, dst = [], [], []
+        for i, (o, n) in enumerate(zip(self.offsets, self.sizes, strict=True)):
+            lo, hi = max(o, a), min(o + n, b)
+            if lo < hi:
+                params.append(i)
+                ranges.append((lo - o, hi - o))
+                dst.append(lo - a)
+        return BlockGroup(first, stop, self.block_size, params, ranges, dst)
+
     def to_blocks(self, flat: torch.Tensor) -> torch.Tensor:
         """(…, P) → (…, num_blocks, block_size)."""
         return self.fill(list(flat.split(self.sizes, -1)))
@@ -76,6 +94,34 @@ class BlockLayout:
         flat = blocked.flatten(-2)
         return torch.cat([flat[..., o:o + n] for o, n in zip(self.offsets, self.sizes,
                                                              strict=True)], -1)
+
+
+@dataclass
+class BlockGroup:
+    """Blocks [first, stop) of a :class:`BlockLayout`: the parameters they touch (``params``,
+    indices into the layout's sizes), the slice [lo, hi) of each one's flat entries inside the
+    group and where that slice starts in the group's padded vector (``dst``). A parameter may
+    straddle two groups (span_layers, or a layer larger than a group): each takes its part."""
+
+    first: int
+    stop: int
+    block_size: int
+    params: list[int]
+    ranges: list[tuple[int, int]]
+    dst: list[int]
+
+    @property
+    def num_blocks(self) -> int:
+        return self.stop - self.first
+
+    def fill(self, parts: Sequence[torch.Tensor], out: torch.Tensor) -> torch.Tensor:
+        """Full per-parameter (c, numel) tensors of ``params`` → the group's
+        (c, num_blocks, block_size) into ``out`` (zeroed once, padding stays 0)."""
+        c = parts[0].shape[0]
+        flat = out.view(c, -1)
+        for part, (lo, hi), d in zip(parts, self.ranges, self.dst, strict=True):
+            flat[:, d:d + hi - lo] = part[:, lo:hi]
+        return flat.view(c, self.num_blocks, self.block_size)
 
 
 def accumulate_gram(gram: torch.Tensor, grads_cnb: torch.Tensor) -> None:
@@ -108,7 +154,9 @@ def invert_blocks(gram: torch.Tensor, samples: int, damping: float, group: int |
                   ) -> torch.Tensor:
     """In place: gram_b → F_b⁻¹ = (λI + gram_b / N)⁻¹, ``group`` blocks at a time (bounds the
     workspace). Blocks whose factorization fails in float32 are redone in float64; if that
-    fails too, the damping is too small for the data."""
+    fails too, the blocks' float32 rounding (~ε·‖G_bᵀG_b/N‖) exceeds the damping — typical of
+    N < B samples with large gradients, where G_bᵀG_b is rank-deficient: float64 blocks
+    (``precision``) or a larger damping are needed."""
     nb, bs, _ = gram.shape
     group = group or nb
     eye = torch.eye(bs, device=gram.device, dtype=gram.dtype)
@@ -119,9 +167,11 @@ def invert_blocks(gram: torch.Tensor, samples: int, damping: float, group: int |
         if bad.any():
             chol64, info64 = torch.linalg.cholesky_ex(f[bad].double())
             if (info64 != 0).any():
+                fix = ("rounding exceeds the damping; use precision=float64 or raise the "
+                       "damping" if gram.dtype == torch.float32 else "raise the damping")
                 raise WeightlabError(f"woodfisher: {int((info64 != 0).sum())} Fisher blocks are "
-                                     f"not positive definite with damping={damping:g}; raise "
-                                     f"the damping")
+                                     f"not positive definite with damping={damping:g} in "
+                                     f"{str(gram.dtype).removeprefix('torch.')}; {fix}")
             chol[bad] = chol64.to(chol.dtype)  # float32 factor of the float64 answer
         # F⁻¹ = L⁻ᵀ L⁻¹
         chol_inv = tril_inverse(chol)

@@ -12,7 +12,7 @@ from weightlab_woodfisher.base import ScorePruner, SelectParams, split_flat
 from weightlab_woodfisher.blocks import BlockLayout
 from weightlab_woodfisher.gradients import activation_bytes, per_sample_grads, require_data
 from weightlab_woodfisher.meter import budget_bytes
-from weightlab_woodfisher.woodfisher import plan
+from weightlab_woodfisher.plan import plan
 
 
 @dataclass

@@ -45,12 +45,17 @@ def activation_bytes(model: nn.Module, data) -> int:
 
 def per_sample_grads(model: nn.Module, names: list[str], data, samples: int, chunk: int,
                      masks: dict[str, torch.Tensor] | None = None,
-                     dtype: torch.dtype | None = None) -> Iterator[list[torch.Tensor]]:
+                     dtype: torch.dtype | None = None,
+                     fingerprint: torch.Tensor | None = None) -> Iterator[list[torch.Tensor]]:
     """Yield chunks of per-sample gradients g_n = ∇_w CE(f(x_n; w), y_n), one (c, numel)
-    tensor per parameter of ``names``, at most ``samples`` rows in all. Masked-out coordinates
-    get a zero gradient: pruned weights are fixed at 0, so the Fisher restricted to the free
-    weights is the one with their rows and columns zeroed. The model runs in eval mode
-    (BatchNorm uses its running statistics)."""
+    tensor per parameter of ``names`` (any subset of the parameters: the others are held
+    fixed, and backward stops at the earliest of ``names``), at most ``samples`` rows in all.
+    Masked-out coordinates get a zero gradient: pruned weights are fixed at 0, so the Fisher
+    restricted to the free weights is the one with their rows and columns zeroed. The model
+    runs in eval mode (BatchNorm uses its running statistics).
+
+    ``fingerprint`` (a float64 (3,) tensor on the device) accumulates Σx, Σ_n n·Σx_n and Σy
+    of the samples used, so that two passes can be checked to have seen the same data."""
     from torch.func import functional_call, grad, vmap
 
     params = dict(model.named_parameters())
@@ -75,6 +80,11 @@ def per_sample_grads(model: nn.Module, names: list[str], data, samples: int, chu
             if seen >= samples:
                 break
             x, y = x[: samples - seen].to(dev, p_dtype), y[: samples - seen].to(dev)
+            if fingerprint is not None:
+                per_x = x.detach().double().flatten(1).sum(1)
+                rank = torch.arange(seen + 1, seen + 1 + len(y), device=dev, dtype=torch.float64)
+                fingerprint += torch.stack([per_x.sum(), (rank * per_x).sum(),
+                                            y.double().sum()]).to(fingerprint.device)
             for xs, ys in zip(x.split(chunk), y.split(chunk), strict=True):
                 g = grads_fn(chosen, xs, ys)
                 yield [(g[n].flatten(1) if m is None else g[n].flatten(1) * m).to(dtype or p_dtype)

@@ -46,7 +46,9 @@ class _RssSampler(threading.Thread):
 
 
 class StageMeter:
-    """``with meter.stage("inverse"): …`` records seconds, peak and extra bytes per stage."""
+    """``with meter.stage("inverse"): …`` records seconds, peak and extra bytes per stage; a
+    stage entered again (once per group of blocks) accumulates its seconds and keeps the
+    largest peak."""
 
     def __init__(self, device: torch.device | str):
         self.device = torch.device(device)
@@ -72,21 +74,34 @@ class StageMeter:
                 peak = torch.cuda.max_memory_allocated(self.device)
             else:
                 peak = sampler.stop()
-            self.stages[name] = {"seconds": time.perf_counter() - t0, "peak_bytes": peak,
-                                 "extra_bytes": max(0, peak - start)}
+            now = {"seconds": time.perf_counter() - t0, "peak_bytes": peak,
+                   "extra_bytes": max(0, peak - start)}
+            before = self.stages.get(name)
+            if before is not None:  # a stage run once per group: seconds add up, peaks max
+                now = {"seconds": before["seconds"] + now["seconds"],
+                       "peak_bytes": max(before["peak_bytes"], peak),
+                       "extra_bytes": max(before["extra_bytes"], now["extra_bytes"])}
+            self.stages[name] = now
 
 
 def budget_bytes(device: torch.device | str, budget_gb: float | None) -> tuple[int, str]:
     """Bytes a computation may plan with and where the figure comes from: the given budget,
-    else 90% of the free CUDA memory, else 4 GiB on CPU."""
+    else 90% of the free CUDA memory (counting the allocator's unused cache), else 4 GiB on
+    CPU."""
     device = torch.device(device)
     if budget_gb is not None:
         return int(budget_gb * GiB), f"memory_budget_gb={budget_gb:g}"
     if device.type == "cuda":
         free, _ = torch.cuda.mem_get_info(device)
+        # blocks the caching allocator holds but no tensor uses are free to this process too
+        free += torch.cuda.memory_reserved(device) - torch.cuda.memory_allocated(device)
         return int(0.9 * free), f"90% of free CUDA memory ({free / GiB:.1f} GiB)"
     return 4 * GiB, "CPU default 4 GiB (set memory_budget_gb)"
 
 
-def gib(n: float) -> str:
-    return f"{n / GiB:.2f} GiB"
+def human_bytes(n: float) -> str:
+    """1.50 GiB, 12.3 MiB, 40.0 KiB: the unit that keeps a small budget readable."""
+    for unit, size in (("GiB", GiB), ("MiB", 2 ** 20)):
+        if abs(n) >= size:
+            return f"{n / size:.{2 if unit == 'GiB' else 1}f} {unit}"
+    return f"{n / 1024:.1f} KiB"
