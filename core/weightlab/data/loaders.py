@@ -37,7 +37,32 @@ def crop_flip_at(x_u8: torch.Tensor, oy: torch.Tensor, ox: torch.Tensor, flip: t
     return padded[bi, ci, rows[:, None, :, None], cols[:, None, None, :]]
 
 
-class DeviceLoader:
+class _Epochs:
+    """Epoch bookkeeping both loaders share: batches per epoch, the epoch (and the batch it
+    starts from) and this rank's share of every global batch."""
+
+    batch_size: int
+    drop_last: bool = False
+    epoch, start = 0, 0
+    rank, world = 0, 1
+
+    @property
+    def num_samples(self) -> int:
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        """The next iteration walks epoch ``epoch`` from its batch ``start`` (a resumed run
+        continues inside an epoch with exactly the batches it would have seen)."""
+        self.epoch, self.start = epoch, start
+
+    def set_shard(self, rank: int, world: int) -> None:
+        self.rank, self.world = rank, world
+
+
+class DeviceLoader(_Epochs):
     """Iterate ``(x, y)`` float-normalized batches from uint8 images held on ``device``.
 
     An epoch's randomness (order, crop offsets, flips) is drawn at once on the CPU from a
@@ -60,23 +85,10 @@ class DeviceLoader:
         self.mean = torch.tensor(list(mean) * (c // len(mean)), device=self.device).view(1, c, 1, 1)
         self.std = torch.tensor(list(std) * (c // len(std)), device=self.device).view(1, c, 1, 1)
         self.shuffle, self.augment, self.seed, self.drop_last = shuffle, augment, seed, drop_last
-        self.epoch, self.start = 0, 0
-        self.rank, self.world = 0, 1
 
     @property
     def num_samples(self) -> int:
         return len(self.labels)
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """The next iteration walks epoch ``epoch`` from its batch ``start`` (a resumed run
-        continues inside an epoch with exactly the batches it would have seen)."""
-        self.epoch, self.start = epoch, start
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
 
     def _generator(self) -> torch.Generator:
         gen = torch.Generator(device="cpu")
@@ -134,7 +146,7 @@ class _Transformed(torch.utils.data.Dataset):
         return (self.transform(img) if self.transform is not None else img), label
 
 
-class StreamingLoader:
+class StreamingLoader(_Epochs):
     """The same interface over a map-style dataset read from disk (ImageNet).
 
     Worker processes decode and transform the images; the epoch's order and the workers'
@@ -151,24 +163,11 @@ class StreamingLoader:
         self.batch_size, self.shuffle, self.seed, self.workers = batch_size, shuffle, seed, workers
         self.mean = torch.tensor(mean, device=self.device).view(1, -1, 1, 1)
         self.std = torch.tensor(std, device=self.device).view(1, -1, 1, 1)
-        self.epoch, self.start = 0, 0
         self.drop_last = drop_last
-        self.rank, self.world = 0, 1
 
     @property
     def num_samples(self) -> int:
         return len(self.dataset)
-
-    def __len__(self) -> int:
-        return num_batches(self.num_samples, self.batch_size, self.drop_last, self.world)
-
-    def set_epoch(self, epoch: int, start: int = 0) -> None:
-        """The next iteration walks epoch ``epoch`` from its batch ``start`` (a resumed run
-        continues inside an epoch with exactly the batches it would have seen)."""
-        self.epoch, self.start = epoch, start
-
-    def set_shard(self, rank: int, world: int) -> None:
-        self.rank, self.world = rank, world
 
     def batches(self, gen: torch.Generator) -> list[list[int]]:
         """This rank's sample indices of every batch of the epoch."""
