@@ -4,17 +4,12 @@ Figures measured on the 2-core development CPU with these exact settings (N = 10
 calibration images of the training split, damping 1e-5, blocks of 128)."""
 
 import pytest
-from weightlab import checkpoint, plugins, pruning, testing
-from weightlab.data.bundle import load_data
+from weightlab import plugins, pruning
 
 
 @pytest.fixture(scope="module")
-def setup():
-    root = testing.shared_data_dir("MNIST")
-    path = testing.trained("mlp", "mnist", data_dir=root, epochs=2, train={"lr": 0.05},
-                           model_params={"width": 128, "depth": 2})[0]
-    dense, _ = checkpoint.load_model(path)
-    bundle = load_data("mnist", data_dir=root)
+def setup(mnist_mlp):
+    dense, bundle = mnist_mlp
     return (dense, bundle.loader("test", batch_size=2000),
             bundle.loader("calibration", num_samples=2000, batch_size=500))
 

@@ -6,8 +6,7 @@ import copy
 
 import pytest
 import torch
-from weightlab import checkpoint, plugins, pruning, testing
-from weightlab.data.bundle import load_data
+from weightlab import plugins, pruning, testing
 from weightlab.errors import UsageError
 from weightlab_woodfisher.woodfisher import step_targets
 
@@ -90,12 +89,8 @@ def test_steps_refuse_an_analysis_and_sweep_without_one():
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    root = testing.shared_data_dir("MNIST")
-    path = testing.trained("mlp", "mnist", data_dir=root, epochs=2, train={"lr": 0.05},
-                           model_params={"width": 128, "depth": 2})[0]
-    dense, _ = checkpoint.load_model(path)
-    bundle = load_data("mnist", data_dir=root)
+def mnist(mnist_mlp):
+    dense, bundle = mnist_mlp
     return (dense, bundle.loader("test", batch_size=2000),
             bundle.loader("calibration", num_samples=2000, batch_size=500))
 

@@ -5,19 +5,14 @@ import copy
 
 import pytest
 import torch
-from weightlab import checkpoint, plugins, pruning, testing
-from weightlab.data.bundle import load_data
+from weightlab import plugins, pruning
 
 SPARSITIES = [0.5, 0.9, 0.95]
 
 
 @pytest.fixture(scope="module")
-def mnist():
-    root = testing.shared_data_dir("MNIST")
-    path = testing.trained("mlp", "mnist", data_dir=root, epochs=2, train={"lr": 0.05},
-                           model_params={"width": 128, "depth": 2})[0]
-    dense, _ = checkpoint.load_model(path)
-    bundle = load_data("mnist", data_dir=root)
+def mnist(mnist_mlp):
+    dense, bundle = mnist_mlp
     return dense, bundle.loader("calibration", num_samples=200, batch_size=100)
 
 
