@@ -12,7 +12,14 @@ from weightlab.components import Normalizer
 from weightlab.errors import UsageError
 from weightlab.params import param
 
-from weightlab_repair.places import LAYERS, effective_bias, find_places, fold, needs_bias
+from weightlab_repair.places import (
+    LAYERS,
+    effective_bias,
+    find_places,
+    fold,
+    needs_bias,
+    same_places,
+)
 from weightlab_repair.stats import first_batch, model_device_dtype
 
 PROBE_SIZES = (32, 28, 8, 64, 224)  # spatial sizes tried when no data shows the input shape
@@ -41,6 +48,20 @@ def probe_input(model: nn.Module) -> torch.Tensor:
                      f"pass calibration data (only its first batch is used, to order the layers)")
 
 
+def copied_layers(places, references) -> set[str]:
+    """Names of the layers equal (weight and bias) to the same layer of some reference."""
+    out = set()
+    for i, ref in enumerate(references or []):
+        for p, twin in zip(places, same_places(places, ref, f"reference {i + 1}"),
+                           strict=True):
+            if torch.equal(p.layer.weight, twin.layer.weight) and (
+                    (p.layer.bias is None and twin.layer.bias is None) or
+                    (p.layer.bias is not None and twin.layer.bias is not None and
+                     torch.equal(p.layer.bias, twin.layer.bias))):
+                out.add(p.name)
+    return out
+
+
 class BiasCalibration(Normalizer):
     """Data-free bias calibration (Qu & Horváth, "Vanishing Feature", 2024/2025).
 
@@ -58,6 +79,11 @@ class BiasCalibration(Normalizer):
     For a linear MLP whose merged layers shrink inputs by exactly α (W'_1 = W_1,
     W'_h = α W_h for h ≥ 2) this is exact: f'_h(x) = α^(h−1) f_h(x) at every layer, so the
     logits are a positive multiple of the unshrunk network's and every prediction is restored.
+
+    Only averaged layers count: a layer whose weight and bias equal the same layer of one of
+    the ``references`` (the preserved copies of a partially merged model, whose references are
+    the same structure computing model A and model B) is one model's own layer — left alone
+    and not counted, so the first merged layer after k preserved ones is h = 1.
 
     b_h is the layer's effective bias: with a BatchNorm after the layer (eval mode, affine) it
     is β + γ(b − running_mean)/√(running_var + ε) and the change folds into β; with a
@@ -83,10 +109,16 @@ class BiasCalibration(Normalizer):
         was_training = net.training
         example = first_batch(data, 2, net, self.name)[:2] if data is not None \
             else probe_input(net)
-        for place in find_places(net, example):
+        places = find_places(net, example)
+        copied = copied_layers(places, references)
+        h = 0  # averaged layers so far, in execution order
+        for place in places:
+            if place.name in copied:
+                continue  # one model's own layer: nothing averaged, nothing shrunk
+            h += 1
             if needs_bias(place):
                 continue  # no bias, no norm: its bias-induced part is already zero
-            s = self.params.alpha ** (place.depth - 1)
+            s = self.params.alpha ** (h - 1)
             fold(place, None, (s - 1.0) * effective_bias(place))  # b_eff → s·b_eff
         net.train(was_training)
         return net

@@ -13,7 +13,6 @@ average, no weights) are not conv/linear layers and are not counted.
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -36,12 +35,6 @@ def partial_with_normalizer(models: Sequence[nn.Module], graph: FeatureGraph,
     net = build_partial(models, graph, alignment, k, input_shape, HALF)
     if normalizer is None:
         return net.eval()
-    if not normalizer.needs_data and k > 0:
-        # bias_calibration numbers layers by execution order: both preserved copies count
-        warnings.warn(f"normalizer {normalizer.name} is data-free and numbers the layers in "
-                      f"execution order; in a partially merged model the two preserved copies "
-                      f"count as separate layers, so its per-layer factors are shifted",
-                      stacklevel=2)
     refs = [build_partial(models, graph, alignment, k, input_shape, w).eval()
             for w in ((1.0, 0.0), (0.0, 1.0))]
     # ``graph`` describes the base architecture, not the partial model: not passed
