@@ -87,7 +87,7 @@ class BiasCalibration(Normalizer):
 
     b_h is the layer's effective bias: with a BatchNorm after the layer (eval mode, affine) it
     is β + γ(b − running_mean)/√(running_var + ε) and the change folds into β; with a
-    LayerNorm/GroupNorm after it, β. h is the execution order of the conv/linear layers, found
+    LayerNorm/GroupNorm after it, β. h follows the execution order of the conv/linear layers, found
     by one forward pass on the first calibration batch if data is given, else on a zero input
     of a guessed shape; in a chain (MLP, VGG) it is the depth, in a residual network it counts
     shortcut convolutions as layers of their own (an approximation). Returns a deep copy.
