@@ -85,7 +85,7 @@ def obs_prune(finv, layout, names, params, sparsity, masks):
 
 def run_case(model_name: str, device: str, samples: int, block_size: int, sparsity: float,
              damping: float = 1e-5) -> dict:
-    from weightlab import plugins, pruning
+    from weightlab import pruning
     from weightlab_woodfisher.blocks import (
         BlockLayout,
         accumulate_gram,
@@ -96,11 +96,7 @@ def run_case(model_name: str, device: str, samples: int, block_size: int, sparsi
     from weightlab_woodfisher.meter import StageMeter
 
     dev = torch.device(device)
-    bundle, loader = _data(samples, device)
-    reg = plugins.registry()
-    torch.manual_seed(0)
-    net = reg.create("models", model_name).build(bundle.input_shape, bundle.num_classes)
-    net = net.to(dev).eval()
+    reg, bundle, loader, net = _setup(model_name, device, samples)
     row = {"model": model_name, "device": device, "samples": samples, "block_size": block_size,
            "sparsity": sparsity, "data": bundle.name}
 
@@ -161,14 +157,10 @@ def sweep_case(model_name: str, device: str, samples: int, block_size: int,
                sparsities: list[float], damping: float = 1e-5) -> dict:
     """The same sweep twice: the analysis computed once and reused, then recomputed by a fresh
     one-shot run per sparsity; identical masks and weights first, then the times."""
-    from weightlab import plugins, pruning
+    from weightlab import pruning
 
     dev = torch.device(device)
-    bundle, loader = _data(samples, device)
-    reg = plugins.registry()
-    torch.manual_seed(0)
-    net = reg.create("models", model_name).build(bundle.input_shape, bundle.num_classes)
-    net = net.to(dev).eval()
+    reg, bundle, loader, net = _setup(model_name, device, samples)
     values = {"samples": samples, "block_size": block_size, "damping": damping}
     # one full-size run first, so neither side pays the one-time costs (torch.func, BLAS,
     # first-touch pages)

@@ -89,3 +89,14 @@ def fake_site(tmp_path, monkeypatch, fresh_plugins):
     for m in site.modules:
         sys.modules.pop(m, None)
     importlib.invalidate_caches()
+
+
+@pytest.fixture
+def digits_ckpt(tmp_path):
+    """A random 8×8-digits MLP checkpoint (fast; for error paths and pruner output)."""
+    from weightlab import checkpoint, testing
+
+    net = testing.tiny_model("mlp", width=32)
+    info = checkpoint.model_info("mlp", {"width": 32}, (1, 8, 8), 10)
+    return checkpoint.save(checkpoint.from_model(net, info, data={"name": "digits"}),
+                           tmp_path / "digits.safetensors")

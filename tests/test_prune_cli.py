@@ -14,15 +14,6 @@ def mnist_mlp():
     return path, root
 
 
-@pytest.fixture
-def digits_ckpt(tmp_path):
-    """A random 8×8-digits MLP checkpoint (fast; for the error paths and WoodFisher output)."""
-    net = testing.tiny_model("mlp", width=32)
-    info = checkpoint.model_info("mlp", {"width": 32}, (1, 8, 8), 10)
-    return checkpoint.save(checkpoint.from_model(net, info, data={"name": "digits"}),
-                           tmp_path / "digits.safetensors")
-
-
 def test_prune_repair_end_to_end(cli, mnist_mlp, tmp_path):
     """global magnitude to 90% + repair on the 97.5% MNIST MLP (measured: 96.25% pruned,
     97.10% repaired); the written checkpoint evaluates to the reported figures."""

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from weightlab import checkpoint, plugins, pruning, testing
+from weightlab import plugins, pruning, testing
 from weightlab.components import Pruner
 from weightlab.errors import UsageError, WeightlabError
 
@@ -112,14 +112,6 @@ def test_an_analysis_refuses_another_model_state():
         mag.prune(testing.tiny_model("mlp", width=8), 0.5, {}, analysis=analysis)
     with pytest.raises(WeightlabError, match="analysis must be"):
         mag.prune(copy.deepcopy(net), 0.5, {}, analysis={"scores": {}})
-
-
-@pytest.fixture
-def digits_ckpt(tmp_path):
-    net = testing.tiny_model("mlp", width=32)
-    info = checkpoint.model_info("mlp", {"width": 32}, (1, 8, 8), 10)
-    return checkpoint.save(checkpoint.from_model(net, info, data={"name": "digits"}),
-                           tmp_path / "digits.safetensors")
 
 
 def test_cli_sweep_reports_one_analysis_time(cli, digits_ckpt, tmp_path):
