@@ -119,7 +119,7 @@ def test_foreign_safetensors_and_newer_format_are_refused(tmp_path):
 def test_no_overwrite_without_force(resnet_ckpt):
     _, ck, path = resnet_ckpt
     before = path.read_bytes()
-    with pytest.raises(UsageError, match="exists; pass --force"):
+    with pytest.raises(UsageError, match="exists; pass force=True"):
         ckpt_io.save(ck, path)
     assert path.read_bytes() == before
     ck.metrics = {"changed": True}

@@ -1,6 +1,7 @@
 """Every command of the platform CLI runs, its ``--json`` parses, exit codes are 2 for usage
 errors and 1 for failures, tracebacks appear only with ``--debug``, and ``--help`` imports
-neither torch nor any plugin."""
+no torch: plugins register their commands (``weightlab_register_commands``) from light modules,
+their components are not loaded."""
 
 from __future__ import annotations
 
@@ -19,19 +20,24 @@ from weightlab_cli.main import main
 codes = [main(args) for args in (["--help"], ["plugins", "--help"], ["train", "--help"],
                                  ["list", "--help"], [])]
 from weightlab import plugins
-heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "numpy")
-               or m.startswith("weightlab_") and not m.startswith("weightlab_cli"))
-print(json.dumps({"codes": codes, "heavy": heavy, "loaded": plugins._STATE is not None}))
+heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "torchvision", "numpy"))
+plugin_modules = sorted({m.split(".", 1)[-1] for m in sys.modules if m.startswith("weightlab_")
+                         and not m.startswith("weightlab_cli") and "." in m})
+print(json.dumps({"codes": codes, "heavy": heavy, "loaded": plugins._STATE is not None,
+                  "plugin_modules": plugin_modules}))
 """
 
 
-def test_help_imports_neither_torch_nor_plugins():
+def test_help_imports_no_torch_and_no_plugin_component():
     done = subprocess.run([sys.executable, "-c", HELP_PROBE], capture_output=True, text=True,
                           timeout=120)
     assert done.returncode == 0, done.stderr
     probe = json.loads(done.stdout.strip().splitlines()[-1])
     # no command at all prints the help and is a usage error (click's no_args_is_help)
-    assert probe == {"codes": [0, 0, 0, 0, 2], "heavy": [], "loaded": False}
+    assert probe["codes"] == [0, 0, 0, 0, 2] and probe["heavy"] == []
+    assert probe["loaded"] is False  # the component registry was never built
+    # what plugins load for --help: their hook module and their commands' module, nothing else
+    assert set(probe["plugin_modules"]) <= {"plugin", "cli"}, probe["plugin_modules"]
     assert "Usage" in done.stdout and "plugins" in done.stdout
 
 

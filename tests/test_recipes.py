@@ -119,10 +119,10 @@ def test_every_problem_is_reported_with_its_line_before_any_work(tmp_path, cli):
         14: "'cosin' is not one of",
         18: "step 'pair' has no output 'model_3'",
         19: "unknown option 'wieghts' (did you mean 'weights'?)",
-        20: "'json' is set by 'weightlab run' itself",
+        20: "unknown option 'json'",
         23: "unknown matcher 'wieght'; did you mean 'weight'?",
         24: "unknown normalizer 'repiar'; did you mean 'repair'?",
-        27: "do = 'mrege': not a command a recipe can run (did you mean 'merge'?)",
+        27: "'mrege' is not an operation (did you mean 'merge'?)",
         30: "each = 'merg': no such step",
         32: "row 1 has 2 cells for 1 columns",
         33: "[quick.pari]: no step named 'pari'",
@@ -152,8 +152,7 @@ def test_a_recipe_runs_feeds_outputs_forward_and_reports(tmp_path, cli):
     record = run_dir / "recipe-recipe"
     resolved = json.loads((record / "resolved.json").read_text())
     assert resolved["vars"]["epochs"] == 1  # [quick.vars] applied
-    assert "--epochs" in resolved["steps"][0]["argv"]
-    assert resolved["steps"][0]["argv"][resolved["steps"][0]["argv"].index("--epochs") + 1] == "1"
+    assert resolved["steps"][0]["options"]["epochs"] == 1
     versions = json.loads((record / "versions.json").read_text())
     assert versions["weightlab"] and "builtin" in versions["plugins"]
     assert (record / "midpoint.png").stat().st_size > 1000
@@ -214,8 +213,9 @@ def test_dry_run_shows_each_command_and_runs_nothing(tmp_path, cli):
     code, out, err = cli("run", path, "--dry-run", "--out", run_dir)
     assert code == 0, err
     lines = out.strip().splitlines()
-    assert lines[0].startswith("pair: weightlab train ") and "--epochs 2" in lines[0]
-    assert "<pair.model_1> <pair.model_2>" in lines[1] and "--matcher identity" in lines[1]
+    assert lines[0].startswith("pair: weightlab.operation('train')(") and "epochs=2" in lines[0]
+    assert "['<pair.model_1>', '<pair.model_2>']" in lines[1]
+    assert "matcher='identity'" in lines[1]
     assert not run_dir.exists()
 
 

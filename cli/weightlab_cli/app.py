@@ -1,5 +1,6 @@
 """The command tree. Modules are imported here but import torch only inside commands, so
-``weightlab --help`` stays fast and loads no plugin."""
+``weightlab --help`` stays fast; plugins are registered (not their components) so that their
+commands appear."""
 
 import typer
 
@@ -11,9 +12,7 @@ from weightlab_cli import (
     plugins_cmd,
     prune_cmd,
     run_cmd,
-    soup_cmd,
     train_cmd,
-    zipit_cmd,
 )
 
 app = typer.Typer(
@@ -29,10 +28,22 @@ app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("import")(import_cmd.import_checkpoint)
 
-# Command groups of their own modules: merge/interpolate/diagnose/flops, prune, soup/sms, pfm,
-# run (and `plugins new`).
-for _module in (merge_cmd, prune_cmd, soup_cmd, zipit_cmd, run_cmd):
+# Command groups of their own modules: merge/interpolate/diagnose/flops, prune, run (and
+# `plugins new`).
+for _module in (merge_cmd, prune_cmd, run_cmd):
     _module.register(app)
+
+
+def _plugin_commands(tree: typer.Typer) -> None:
+    """Plugins' commands (``weightlab_register_commands``: sparse-soup's soup/sms, zipit's
+    pfm, …). A plugin whose registration fails adds none and is reported by ``weightlab
+    plugins list``; the other commands keep working."""
+    from weightlab import plugins
+
+    plugins.register_commands(tree)
+
+
+_plugin_commands(app)
 
 
 def _one_line_summaries(tree: typer.Typer) -> None:

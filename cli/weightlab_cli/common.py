@@ -1,87 +1,17 @@
-"""Helpers every command shares: output (tables or JSON), parameter parsing, loading."""
+"""The CLI's output helpers and shared options live in core (:mod:`weightlab.console`) so that
+plugins' commands use the same ones; re-exported here for the built-in commands."""
 
-from __future__ import annotations
-
-import json
-import sys
-from typing import Any
-
-import typer
-
-JSON_OPT = typer.Option(False, "--json", help="print JSON to stdout instead of a table")
-DEVICE_OPT = typer.Option(None, "--device", help="cpu, cuda, cuda:1 … (default: cuda if present)")
-FORCE_OPT = typer.Option(False, "--force", help="overwrite existing outputs")
-DATA_DIR_OPT = typer.Option(None, "--data-dir", help="dataset root (default: $WEIGHTLAB_DATA "
-                                                      "or ./data)")
-PARAM_OPT = typer.Option(None, "--param", "-p", help="component parameter key=value (repeatable)")
-
-
-def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
-
-
-def _default(o: Any) -> Any:
-    if hasattr(o, "tolist"):
-        return o.tolist()
-    if isinstance(o, (set, tuple)):
-        return list(o)
-    return str(o)
-
-
-def stdout_console():
-    from rich.console import Console
-
-    return Console(soft_wrap=False)
-
-
-def stderr_console():
-    from rich.console import Console
-
-    return Console(stderr=True)
-
-
-def info(msg: str) -> None:
-    stderr_console().print(msg, highlight=False)
-
-
-def table(title: str | None, columns: list[str], rows: list[list[Any]]) -> None:
-    from rich.table import Table
-
-    t = Table(title=title, show_lines=False)
-    for c in columns:
-        t.add_column(c, overflow="fold")
-    for r in rows:
-        t.add_row(*[fmt(v) for v in r])
-    stdout_console().print(t)
-
-
-def fmt(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, float):
-        return f"{v:.4g}" if abs(v) < 1e4 else f"{v:,.0f}"
-    if isinstance(v, int) and not isinstance(v, bool):
-        return f"{v:,}"
-    if isinstance(v, (list, tuple)):
-        return ", ".join(map(str, v))
-    return str(v)
-
-
-def pct(v: float | None) -> str:
-    return "-" if v is None else f"{100 * v:.2f}%"
-
-
-def require_plugin(module: str, plugin: str, command: str):
-    """Import a plugin's module for a command that needs it; one line when it is missing."""
-    import importlib
-
-    from weightlab.errors import WeightlabError
-
-    try:
-        importlib.import_module(module.split(".")[0])  # the package itself, not a cached submodule
-        return importlib.import_module(module)
-    except ModuleNotFoundError as e:
-        if e.name and e.name.split(".")[0] == module.split(".")[0]:
-            raise WeightlabError(f"weightlab {command} needs the {plugin} plugin, which is not "
-                                 f"installed: pip install -e plugins/{plugin}") from None
-        raise
+from weightlab.console import (  # noqa: F401
+    DATA_DIR_OPT,
+    DEVICE_OPT,
+    FORCE_OPT,
+    JSON_OPT,
+    PARAM_OPT,
+    fmt,
+    info,
+    pct,
+    print_json,
+    stderr_console,
+    stdout_console,
+    table,
+)

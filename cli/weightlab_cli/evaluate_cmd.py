@@ -19,31 +19,10 @@ def evaluate(
     json_out: bool = JSON_OPT,
 ):
     """Loss, top-1 and top-5 of each checkpoint, with its sparsity."""
-    from weightlab import checkpoint as ckpt_io
-    from weightlab import device as devmod
-    from weightlab.data.bundle import load_data
-    from weightlab.errors import UsageError
-    from weightlab.evaluate import evaluate as run_eval
+    from weightlab.ops import evaluate as run
 
-    if split not in ("test", "train", "heldout"):
-        raise UsageError(f"--split {split!r}: expected test, train or heldout")
-    dev = devmod.resolve(device)
-    bundles: dict = {}
-    rows = []
-    for path in checkpoints:
-        net, ck = ckpt_io.load_model(path, dev)
-        name = data or ck.data.get("name")
-        if not name:
-            raise UsageError(f"{path}: the checkpoint names no dataset; pass --data")
-        if name not in bundles:
-            bundles[name] = load_data(name, data_dir=data_dir, device=dev,
-                                      params=ck.data.get("params") if not data else None)
-        loader = bundles[name].loader(split, batch_size=batch_size)
-        m = run_eval(net, loader)
-        sp = ckpt_io.sparsity_report(ck.masks) if ck.masks else None
-        rows.append({"checkpoint": str(path), "data": name, "split": split, **m,
-                     "sparsity": sp["overall"] if sp else 0.0,
-                     "layer_sparsity": sp["layers"] if sp else {}})
+    rows = run(checkpoints, data=data, data_dir=data_dir, split=split, batch_size=batch_size,
+               device=device).to_json()
     if json_out:
         print_json(rows)
         return

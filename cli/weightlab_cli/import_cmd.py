@@ -20,10 +20,8 @@ def import_checkpoint(
 ):
     """Convert a plain torch state dict (loaded with weights_only=True; the Vanishing Feature
     code's model_1_160.pt files included) into a safetensors checkpoint."""
-    from weightlab.importer import import_state_dict
-    from weightlab.params import parse_assignments
+    from weightlab.ops import import_checkpoint as run
 
-    dest = out or file.with_suffix(".safetensors")
-    import_state_dict(file, model, data, dest, num_classes=num_classes,
-                      model_params=parse_assignments(model_param), force=force)
-    info(f"wrote {dest}")
+    res = run(file, model, data=data, num_classes=num_classes, out=out,
+              model_param=model_param, force=force)
+    info(f"wrote {res['out']}")

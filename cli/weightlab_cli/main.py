@@ -28,6 +28,28 @@ def _click_exceptions() -> tuple[tuple[type, ...], tuple[type, ...], tuple[type,
     return tuple(exits), tuple(aborts), tuple(errors)
 
 
+def as_flags(message: str, command, args: list[str]) -> str:
+    """Core names fields (``alpha=1.5 is outside [0, 1]``, ``pass force=True``); on the
+    command line the user typed flags: ``--alpha 1.5 is outside …``, ``pass --force``."""
+    import re
+
+    sub = command
+    for word in args:
+        nxt = getattr(sub, "commands", {}).get(word) if hasattr(sub, "commands") else None
+        if nxt is None:
+            break
+        sub = nxt
+    for p in getattr(sub, "params", []):
+        longs = [o for o in p.opts if o.startswith("--")]
+        if not longs or not p.name:
+            continue
+        flag = longs[0]
+        if getattr(p, "is_flag", False):
+            message = re.sub(rf"\b{p.name}=True\b", flag, message)
+        message = re.sub(rf"(?<![\w.-]){p.name}=", f"{flag} ", message)
+    return message
+
+
 def main(argv: list[str] | None = None) -> int:
     import typer
     from weightlab.errors import WeightlabError
@@ -57,7 +79,8 @@ def main(argv: list[str] | None = None) -> int:
         if debug:
             raise
         # exit 130: stopped on request (TrainingInterrupted says so itself), not a failure
-        print(str(e) if e.exit_code == 130 else f"error: {e}", file=sys.stderr)
+        msg = as_flags(str(e), command, args)
+        print(msg if e.exit_code == 130 else f"error: {msg}", file=sys.stderr)
         code = e.exit_code
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -19,8 +19,6 @@ from weightlab_cli.common import (
     table,
 )
 
-SWEEP_FILES = ("sweep.json", "sweep.png")
-
 
 def register(app: typer.Typer) -> None:
     app.command("prune")(prune)
@@ -54,131 +52,24 @@ def prune(
     write the sparse checkpoint with its masks. With --sweep: a table and a plot over
     sparsities; statistics that do not depend on the sparsity (the Fisher of woodfisher and
     diag_fisher) are computed once for the whole sweep."""
-    import json
-
-    from weightlab import checkpoint as ckpt_io
-    from weightlab import device as devmod
-    from weightlab import plugins, pruning
-    from weightlab.atomic import write_text
-    from weightlab.data.bundle import load_data
-    from weightlab.errors import UsageError
-    from weightlab.params import parse_assignments
+    from weightlab.ops import prune as run
     from weightlab.progress import StepBar
 
-    sparsities = _sparsities(sparsity, sweep)
-    _check_outputs(out, sweep is not None, sparsities, force)
-    reg = plugins.registry()
-    pruner_values = parse_assignments(pruner_param)
-    first = reg.create("pruners", pruner, pruner_values)
-    norm = (reg.create("normalizers", normalizer, parse_assignments(normalizer_param))
-            if normalizer else None)
-    dev = devmod.resolve(device)
-    dense, ck = ckpt_io.load_model(checkpoint, dev)
-    name = data or ck.data.get("name")
-    needs = [f"pruner {first.name!r}"] if first.needs_data else []
-    needs += [f"normalizer {norm.name!r}"] if norm is not None and norm.needs_data else []
-    if not name and needs:
-        raise UsageError(f"{checkpoint}: {' and '.join(needs)} need data but the checkpoint "
-                         f"names no dataset; pass --data NAME (and --data-dir)")
-    loaders: dict[str, Any] = {}
-    if name:
-        bundle = load_data(name, data_dir=data_dir, device=dev,
-                           params=ck.data.get("params") if not data else None)
-        wanted = max(calibration_samples, getattr(first.params, "samples", 0))
-        loaders = {"evaluate_on": bundle.loader("test", batch_size=batch_size),
-                   "calibration": bundle.loader("calibration", num_samples=calibration_samples,
-                                                batch_size=500),
-                   "pruner_data": bundle.loader("calibration", num_samples=wanted,
-                                                batch_size=500) if first.needs_data else None}
-    info(f"pruning {checkpoint} with {first.name} to {', '.join(map(str, sparsities))} on {dev}"
-         + (f", then {norm.name}" if norm else ""))
-    provenance = {"command": "prune", "source": str(checkpoint), "source_sha256":
-                  _source_digest(checkpoint), "pruner": first.name, "params": first.params_dict(),
-                  "normalizer": norm.name if norm else None,
-                  "normalizer_params": norm.params_dict() if norm else None,
-                  "calibration_samples": calibration_samples, "data": name, "device": dev,
-                  "parent": ck.provenance}
-
-    def save(s: float, model, masks, rec, path: Path) -> None:
-        final = rec.get("normalized") or rec.get("pruned")
-        metrics = {"test": final, "prune": {k: rec.get(k) for k in ("dense", "pruned",
-                                                                    "normalized")}} \
-            if final else {}
-        new = ckpt_io.from_model(model, ck.model, masks=masks, data=ck.data or
-                                 (bundle.describe() if name else {}), train=ck.train,
-                                 metrics=metrics, provenance={**provenance, "sparsity": s})
-        ckpt_io.save(new, path, force=force)
-        rec["checkpoint"] = str(path)
-
-    if sweep is None:
-        model, masks, rec = pruning.one_shot(dense, first, sparsities[0], masks=ck.masks,
-                                             normalizer=norm, **loaders)
-        save(sparsities[0], model, masks, rec, out)
-        _print_one(rec, json_out)
-        return
-    bar = StepBar("sweep", len(sparsities))
-
-    def on_result(s, model, masks, rec):
-        save(s, model, masks, rec, out / f"sparsity-{s:g}.safetensors")
-        bar.advance()
-
+    n = len([v for v in sweep.split(",") if v.strip()]) if sweep else 0
+    bar = StepBar("sweep", n) if n else None
     try:
-        records = pruning.sweep(dense, first, sparsities, masks=ck.masks, normalizer=norm,
-                                on_result=on_result, **loaders)
+        res = run(checkpoint, pruner, sparsity=sparsity, sweep=sweep,
+                  pruner_param=pruner_param, normalizer=normalizer,
+                  normalizer_param=normalizer_param, calibration_samples=calibration_samples,
+                  data=data, data_dir=data_dir, out=out, batch_size=batch_size, device=device,
+                  force=force, log=info, on_result=(lambda s: bar.advance()) if bar else None)
     finally:
-        bar.stop()
-    write_text(out / "sweep.json", json.dumps(records, indent=2, default=str) + "\n")
-    if name:
-        pruning.plot_sweep(records, out / "sweep.png",
-                           title=f"{ck.model['name']} on {name}: {first.name}")
-    _print_sweep(records, out, json_out)
-
-
-def _sparsities(sparsity: float | None, sweep: str | None) -> list[float]:
-    from weightlab.errors import UsageError
-
-    if (sparsity is None) == (sweep is None):
-        raise UsageError("pass exactly one of --sparsity S or --sweep S1,S2,…")
-    if sweep is not None:
-        try:
-            values = [float(v) for v in sweep.split(",") if v.strip()]
-        except ValueError:
-            raise UsageError(f"--sweep {sweep!r}: expected comma-separated numbers such as "
-                             f"0.5,0.7,0.9") from None
-        if not values:
-            raise UsageError(f"--sweep {sweep!r}: expected at least one sparsity")
+        if bar is not None:
+            bar.stop()
+    if sweep is None:
+        _print_one(res.to_json(), json_out)
     else:
-        values = [sparsity]
-    for v in values:
-        if not 0.0 <= v < 1.0:
-            opt = "--sweep" if sweep is not None else "--sparsity"
-            raise UsageError(f"{opt} {v:g}: expected a fraction of zeros in [0, 1)")
-    return values
-
-
-def _check_outputs(out: Path, is_sweep: bool, sparsities: list[float], force: bool) -> None:
-    from weightlab.atomic import check_writable
-    from weightlab.errors import UsageError
-
-    if not is_sweep:
-        if out.is_dir():
-            raise UsageError(f"-o {out}: is a directory; expected a checkpoint file path "
-                             f"(directories are for --sweep)")
-        check_writable(out, force)
-        return
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"-o {out}: exists and is not a directory (--sweep writes a directory)")
-    names = list(SWEEP_FILES) + [f"sparsity-{s:g}.safetensors" for s in sparsities]
-    taken = [n for n in names if (out / n).exists()]
-    if taken and not force:
-        raise UsageError(f"{out / taken[0]} exists; pass --force to overwrite it")
-    out.mkdir(parents=True, exist_ok=True)
-
-
-def _source_digest(path: Path) -> str | None:
-    from weightlab.checkpoint import read_header
-
-    return read_header(path).get("sha256")
+        _print_sweep(res.records, out, json_out)
 
 
 def _metric_rows(rec: dict) -> list[list[Any]]:

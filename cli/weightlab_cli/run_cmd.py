@@ -47,7 +47,7 @@ def run(
                         "steps": planned})
         else:
             for p in planned:
-                typer.echo(f"{p['name']}: weightlab {' '.join(p['argv'])}")
+                typer.echo(f"{p['name']}: {p['call']}")
         return
     info(f"{r.title}{' (quick)' if quick else ''} → {run_dir}")
     res = runner.run()

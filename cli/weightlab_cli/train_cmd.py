@@ -76,86 +76,31 @@ def train(
 ):
     """Train one model, a pair, or K models; checkpoints and metrics.jsonl go to the run
     directory."""
-    from weightlab import device as devmod
-    from weightlab.data.bundle import load_data
     from weightlab.errors import UsageError
-    from weightlab.params import build_params, parse_assignments
-    from weightlab.training import recipes
-    from weightlab.training.config import SpeedOptions, TrainConfig
-    from weightlab.training.lmc import LMCConfig
-    from weightlab.training.logging import WANDB_MODES
-    from weightlab.training.loop import TrainJob
-    from weightlab.training.loop import train as run_train
+    from weightlab.ops import train as run
 
-    if wandb_mode not in WANDB_MODES:
-        raise UsageError(f"--wandb-mode {wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
-    rec = recipes.load(recipe) if recipe else recipes.Recipe("", Path())
-    model = model or rec.model
-    if not model:
+    if not model and not recipe:
         raise UsageError("Missing argument 'MODEL': name a model or a --recipe")
-    data = data or rec.data or "digits"
-    values = {**rec.train, **parse_assignments(train_param)}
-    for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
-                 "seed": seed, "save_epochs": save_epochs}.items():
-        if v is not None:
-            values[k] = v
-    cfg = build_params(TrainConfig, values, prefix="train.")
-    speed_values = dict(rec.speed)
-    for k, v in {"amp": amp, "channels_last": channels_last, "compile": compile_,
-                 "cuda_graphs": cuda_graphs,
-                 "batched": None if batched is None else ("on" if batched else "off")}.items():
-        if v is not None:
-            speed_values[k] = v
-    speed = build_params(SpeedOptions, speed_values, prefix="speed.")
-    lmc_values = {**rec.lmc, **parse_assignments(lmc_param)}
-    for k, v in {"freq": lmc_freq, "points": lmc_points, "matcher": lmc_matcher,
-                 "normalizer": lmc_normalizer}.items():
-        if v is not None:
-            lmc_values[k] = v
-    lmc = build_params(LMCConfig, lmc_values, prefix="lmc.") if lmc_values else None
-    k_models = models or (2 if pair else rec.models or 1)
-    if lmc is not None and k_models < 2:
-        raise UsageError("--lmc-freq measures between models 1 and 2: add --pair or --models K")
-    model_params = {**rec.model_params, **parse_assignments(model_param)}
-    from weightlab import plugins
 
-    plugins.registry().create("models", model, model_params)  # name and parameters, before data
-    dev = devmod.resolve(device)
     main = int(os.environ.get("RANK", "0")) == 0
-    bundle = load_data(data, data_dir=data_dir, device=dev, download=download,
-                       heldout=heldout if heldout is not None else rec.heldout or 0)
-    default_name = f"{rec.name}-s{cfg.seed}" if rec.name else f"{model}-{data}-s{cfg.seed}"
-    run_dir = out or Path("runs") / default_name
-    finals = [run_dir / f"model_{k + 1}.safetensors" for k in range(k_models)]
-    if not resume and not force and any(f.exists() for f in finals):
-        raise UsageError(f"{run_dir} already holds trained models; pass --force to retrain or "
-                         f"--resume to continue")
-    if resume and not (run_dir / "resume.pt").is_file() and main:
-        info(f"[yellow]no resume state in {run_dir}; starting from scratch[/yellow]")
-    same = same_init if same_init is not None else bool(rec.same_init)
-    job = TrainJob(model, model_params, bundle, cfg, run_dir, num_models=k_models,
-                   same_init=same, device=dev, wandb_mode=wandb_mode, speed=speed, lmc=lmc,
-                   resume_every=resume_every)
+    res = run(model, recipe=recipe, data=data, data_dir=data_dir, out=out, pair=pair,
+              models=models, same_init=same_init, epochs=epochs, batch_size=batch_size, lr=lr,
+              schedule=schedule, seed=seed, save_epochs=save_epochs, train_param=train_param,
+              model_param=model_param, heldout=heldout, lmc_freq=lmc_freq,
+              lmc_points=lmc_points, lmc_matcher=lmc_matcher, lmc_normalizer=lmc_normalizer,
+              lmc_param=lmc_param, batched=batched, compile_=compile_, cuda_graphs=cuda_graphs,
+              amp=amp, channels_last=channels_last, device=device, resume=resume,
+              resume_every=resume_every, wandb_mode=wandb_mode, force=force,
+              download=download, log=info)
     if main:
-        world = int(os.environ.get("WORLD_SIZE", "1"))
-        where = f"{world} processes" if world > 1 else dev
-        info(f"training {k_models} × {model} on {bundle.name} ({len(bundle.train_idx)} images) "
-             f"for {cfg.epochs} epochs on {where} → {run_dir}")
-    ckpts = run_train(job, resume=resume, force=force)
-    if main:
-        _report(ckpts, run_dir, json_out)
+        _report(res.to_json(), json_out)
 
 
-def _report(ckpts, run_dir: Path, json_out: bool) -> None:
-    from weightlab.training.lmc import summary_row
-    from weightlab.training.logging import read_jsonl
-
-    rows = [{"model": str(c.path), "test_top1": c.metrics.get("test", {}).get("top1"),
-             "test_loss": c.metrics.get("test", {}).get("loss")} for c in ckpts]
-    lmc = [summary_row(r) for r in read_jsonl(run_dir / "metrics.jsonl") if "lmc" in r]
+def _report(data, json_out: bool) -> None:
     if json_out:
-        print_json({"models": rows, "lmc": lmc} if lmc else rows)
+        print_json(data)
         return
+    rows, lmc = (data["models"], data["lmc"]) if isinstance(data, dict) else (data, [])
     table("trained", ["checkpoint", "test top-1", "test loss"],
           [[r["model"], pct(r["test_top1"]), r["test_loss"]] for r in rows])
     if lmc:

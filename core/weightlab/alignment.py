@@ -28,6 +28,13 @@ class Alignment:
     perms: dict[int, torch.Tensor] = field(default_factory=dict)
     merges: dict[int, tuple[torch.Tensor, torch.Tensor]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    # a joint alignment (ZipIt!, CCA) merges both models into a new space instead of mapping
+    # one onto the other; it gives each model in that space with ``express``
+    joint = False
+
+    def express(self, graph: FeatureGraph, models: list[Any]) -> list[dict[str, torch.Tensor]]:
+        """Joint alignments: each model's state dict expressed in the merged space."""
+        raise NotImplementedError(f"{type(self).__name__} is not a joint alignment")
 
     # ---- construction -------------------------------------------------------------------
     @classmethod

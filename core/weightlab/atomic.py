@@ -14,7 +14,7 @@ from weightlab.errors import UsageError
 def check_writable(path: str | Path, force: bool) -> Path:
     path = Path(path)
     if path.exists() and not force:
-        raise UsageError(f"{path} exists; pass --force to overwrite it")
+        raise UsageError(f"{path} exists; pass force=True to overwrite it")
     path.parent.mkdir(parents=True, exist_ok=True)
     return path
 

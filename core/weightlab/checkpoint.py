@@ -38,6 +38,15 @@ class Checkpoint:
     provenance: dict[str, Any] = field(default_factory=dict)
     extra: dict[str, Any] = field(default_factory=dict)
     path: Path | None = None
+    sha256: str | None = None  # of the tensors as stored (set by load and save)
+
+    def digest(self) -> str:
+        """SHA-256 of the tensors (masks included), as the header stores it."""
+        if self.sha256 is None:
+            tensors = dict(self.state)
+            tensors.update({MASK_PREFIX + k: m.bool() for k, m in self.masks.items()})
+            self.sha256 = _digest(tensors)
+        return self.sha256
 
     def header(self) -> dict[str, Any]:
         h = {"format": FORMAT, "model": self.model, "data": self.data, "train": self.train,
@@ -141,7 +150,7 @@ def save(ckpt: Checkpoint, path: str | Path, *, force: bool = False) -> Path:
     header["sha256"] = _digest(tensors)
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
-    ckpt.path = path
+    ckpt.path, ckpt.sha256 = path, header["sha256"]
     return path
 
 
@@ -185,7 +194,8 @@ def load(path: str | Path, *, verify: bool = True) -> Checkpoint:
     return Checkpoint(model=header["model"], state=state, masks=masks,
                       data=header.get("data", {}), train=header.get("train", {}),
                       metrics=header.get("metrics", {}), provenance=header.get("provenance", {}),
-                      extra={k: v for k, v in header.items() if k not in known}, path=path)
+                      extra={k: v for k, v in header.items() if k not in known}, path=path,
+                      sha256=header.get("sha256"))
 
 
 def from_model(net: torch.nn.Module, model: dict[str, Any], **fields: Any) -> Checkpoint:

@@ -116,13 +116,28 @@ class Matcher(Component):
     """Aligns ``other`` to ``ref``; returns a :class:`weightlab.alignment.Alignment`.
 
     Aligning never changes a model's function: ``alignment.apply(graph, other)`` computes the
-    same outputs as ``other``.
+    same outputs as ``other``. What the platform reads before calling ``match``:
+
+    - ``needs_data``: ``match`` gets a calibration loader (activation statistics).
+    - ``needs_graph``: False only for a matcher that never aligns (``identity``: naive
+      averaging); the platform then traces no graph and calls no ``match``.
+    - ``joint``: ``match`` returns a joint alignment (ZipIt!, CCA) whose
+      ``express(graph, [ref, other])`` gives both models in the merged space; the merge is
+      the average of those expressions. Joint matchers merge exactly two models.
+    - ``pairwise_only``: refused up front for more than two models (implied by ``joint``).
+
+    Example::
+
+        class Mine(Matcher):
+            name, summary = "mine", "my alignment"
+            def match(self, graph, ref, other, data=None):
+                return Alignment.identity(graph)
     """
 
     kind = "matchers"
     needs_data: ClassVar[bool] = False
-    # True for matchers that merge two models jointly (ZipIt!, CCA): refused up front for
-    # more than two models, before any calibration pass
+    needs_graph: ClassVar[bool] = True
+    joint: ClassVar[bool] = False
     pairwise_only: ClassVar[bool] = False
 
     def match(self, graph: Any, ref: nn.Module, other: nn.Module,
@@ -164,6 +179,9 @@ class Pruner(Component):
 
     kind = "pruners"
     needs_data: ClassVar[bool] = False
+    # after ``prune``: what the pruner wants shown (``weightlab prune`` prints "stages",
+    # "steps" and "plan" tables when present; kept in the run's JSON as ``pruner_report``)
+    last_report: dict[str, Any] | None = None
 
     def analyze(self, model: nn.Module, masks: dict[str, torch.Tensor],
                 data: DeviceLoader | None = None) -> Any:
@@ -181,13 +199,40 @@ class Pruner(Component):
 
 
 class Ensemble(Component):
-    """Combines models of one architecture (model soups, logit ensembles)."""
+    """Combines models of one architecture (model soups, logit ensembles).
+
+    ``combine`` receives the ingredients (models in eval mode), a held-out loader (from the
+    training set, for selection; None unless ``needs_data``), and by keyword the ingredients'
+    masks (parameter name → bool tensor, True = kept; empty dicts for dense models), a
+    calibration loader (for BatchNorm statistics) and their names (for messages). After it,
+    ``shared_mask`` holds the mask the combined model keeps (None: dense) and ``info`` may
+    hold ``chosen``, the 1-based indices of the ingredients used (default: all).
+    ``saveable = False`` marks a result that is a module to evaluate but not one
+    checkpoint (the logit ensemble).
+
+    Example::
+
+        class Median(Ensemble):
+            name, summary = "median", "element-wise median of the ingredients"
+            def combine(self, models, heldout=None, *, masks=None, calibration=None,
+                        names=None):
+                from weightlab.interpolation import with_state
+                import torch
+                states = [m.state_dict() for m in models]
+                return with_state(models[0], {k: torch.stack([s[k] for s in states]).median(0)
+                                              .values for k in states[0]})
+    """
 
     kind = "ensembles"
     needs_data: ClassVar[bool] = False
+    saveable: ClassVar[bool] = True
+    shared_mask: dict[str, torch.Tensor] | None = None
+    info: dict[str, Any] | None = None
 
-    def combine(self, models: Sequence[nn.Module], heldout: DeviceLoader | None = None
-                ) -> nn.Module:
+    def combine(self, models: Sequence[nn.Module], heldout: DeviceLoader | None = None, *,
+                masks: Sequence[dict[str, torch.Tensor]] | None = None,
+                calibration: DeviceLoader | None = None,
+                names: Sequence[str] | None = None) -> nn.Module:
         raise NotImplementedError
 
 

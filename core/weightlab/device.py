@@ -11,5 +11,5 @@ def resolve(device: str | None = None) -> str:
     if device in (None, "", "auto"):
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UsageError(f"--device {device}: CUDA is not available on this machine")
+        raise UsageError(f"device={device!r}: CUDA is not available on this machine")
     return device

@@ -1,4 +1,5 @@
-"""The vanishing-feature diagnostic (Qu & Horvath 2024, SPEC §8).
+"""The vanishing-feature diagnostic (Qu & Horváth 2024, "The Vanishing Feature"; §3
+ of the paper).
 
 For layer l, the input-induced feature is f_l(x) − f_l(0) (f_l(0): the layer's output for an
 all-zero input); its magnitude m_l = mean over samples of ‖f_l(x) − f_l(0)‖₂ / √numel.

@@ -34,3 +34,16 @@ def weightlab_register_pruners():
 @hookspec
 def weightlab_register_ensembles():
     """Return a list of :class:`weightlab.components.Ensemble` subclasses."""
+
+
+@hookspec
+def weightlab_register_operations():
+    """Return a list of operation functions (decorated with
+    :func:`weightlab.ops.registry.operation`): what recipes and Python callers run by name."""
+
+
+@hookspec
+def weightlab_register_commands(app):
+    """Add CLI commands to ``app`` (the ``typer.Typer`` of ``weightlab``), e.g.
+    ``app.command("soup")(soup)``. Import torch only inside the commands: ``weightlab --help``
+    registers every plugin's commands."""

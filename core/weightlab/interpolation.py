@@ -1,4 +1,5 @@
-"""Weight interpolation between aligned models and the barriers of SPEC §7.
+"""Weight interpolation between aligned models and the barriers (Frankle et al. 2020,
+linear mode connectivity; Qu & Horváth 2024, the Vanishing Feature paper).
 
 θ(α) = (1 − α)·θ_A + α·align(θ_B);  loss barrier = max_α L(α) − ½(L(0) + L(1));
 accuracy barrier = ½(A(0) + A(1)) − min_α A(α).
@@ -14,20 +15,31 @@ import torch
 from torch import nn
 
 
-def average_states(states: Sequence[dict[str, torch.Tensor]], weights: Sequence[float]
-                   ) -> dict[str, torch.Tensor]:
-    """Σ w_i θ_i for floating tensors; integer buffers (BN's num_batches_tracked) from the
-    first model."""
-    out = {}
-    for k, v0 in states[0].items():
-        if v0.is_floating_point():
-            acc = torch.zeros_like(v0, dtype=torch.float64)
-            for s, w in zip(states, weights):
-                acc += float(w) * s[k].to(acc.device, torch.float64)
-            out[k] = acc.to(v0.dtype)
-        else:
-            out[k] = v0.clone()
-    return out
+@torch.no_grad()
+def average_states(states: Sequence[dict[str, torch.Tensor]],
+                   weights: Sequence[float] | None = None, *,
+                   accumulate: torch.dtype | None = torch.float64) -> dict[str, torch.Tensor]:
+    """θ = Σ_i w_i θ_i (w_i = 1/m by default) over floating tensors; integer buffers
+    (BatchNorm's num_batches_tracked) come from the first state. One fused multiply-add per
+    model over all tensors at once (``torch._foreach_*``).
+
+    Accumulated in float64 by default (then cast back to each tensor's dtype): the weighted
+    mean of float32 models is then correctly rounded, so a merge or soup does not depend on
+    the order of its inputs and equals the same average computed elsewhere bit for bit; it
+    costs one float64 copy of the model. ``accumulate=torch.float32`` halves that for very
+    large models (half/bfloat16 inputs are then still widened to float32)."""
+    m = len(states)
+    w = [1.0 / m] * m if weights is None else [float(x) for x in weights]
+    keys = [k for k, t in states[0].items() if t.is_floating_point()]
+    dtypes = [states[0][k].dtype for k in keys]
+    wide = [torch.promote_types(dt, accumulate or torch.float32) for dt in dtypes]
+    acc = torch._foreach_mul([states[0][k].to(dt) for k, dt in zip(keys, wide)], w[0])
+    for st, wi in zip(states[1:], w[1:]):
+        torch._foreach_add_(acc, [st[k].to(a.device, dt) for k, a, dt in zip(keys, acc, wide)],
+                            alpha=wi)
+    out = {k: t.clone() for k, t in states[0].items() if not t.is_floating_point()}
+    out.update((k, a.to(dt)) for k, a, dt in zip(keys, acc, dtypes))
+    return {k: out[k] for k in states[0]}
 
 
 def with_state(model: nn.Module, state: dict[str, torch.Tensor]) -> nn.Module:
@@ -48,10 +60,9 @@ def aligned_pair(model_a: nn.Module, model_b: nn.Module, alignment: Any, graph: 
     """Both endpoints in one channel order: A and B aligned to A, or, for a joint merge (an
     alignment with ``express(graph, models)``, e.g. the zipit plugin's ZipIt!/CCA), both
     models expressed in the merged space, whose average is the jointly merged model."""
-    express = getattr(alignment, "express", None)
-    if express is not None:
+    if alignment is not None and alignment.joint:
         return [with_state(m, s) for m, s in
-                zip((model_a, model_b), express(graph, [model_a, model_b]))]
+                zip((model_a, model_b), alignment.express(graph, [model_a, model_b]))]
     return [model_a, aligned_copy(model_b, alignment, graph)]
 
 

@@ -14,8 +14,11 @@ from weightlab.errors import IncompatibleModelsError, UsageError
 from weightlab.interpolation import aligned_copy, aligned_pair, average_states, with_state
 
 
-def check_compatible(states: Sequence[dict[str, torch.Tensor]], names: Sequence[str]) -> None:
-    """One line naming the first tensor that differs in name or shape."""
+def check_compatible(states: Sequence[dict[str, torch.Tensor]],
+                     names: Sequence[str] | None = None) -> None:
+    """One line naming the first tensor that differs in name or shape (the one architecture
+    check: merging, soups and diagnosis call it)."""
+    names = list(names) if names else [f"model {i + 1}" for i in range(len(states))]
     ref = states[0]
     for s, name in zip(states[1:], names[1:]):
         for k in ref:
@@ -36,16 +39,19 @@ def normalize_weights(weights: Sequence[float] | None, n: int, alpha: float | No
                       ) -> list[float]:
     if weights:
         if len(weights) != n:
-            raise UsageError(f"--weights has {len(weights)} values for {n} models")
+            raise UsageError(f"weights={list(weights)} has {len(weights)} values for {n} "
+                             f"models")
         if any(w < 0 for w in weights) or sum(weights) <= 0:
-            raise UsageError("--weights must be non-negative with a positive sum")
+            raise UsageError(f"weights={list(weights)}: expected non-negative values with a "
+                             f"positive sum")
         total = sum(weights)
         return [w / total for w in weights]
     if alpha is not None:
         if not 0.0 <= alpha <= 1.0:
-            raise UsageError(f"--alpha {alpha} is outside [0, 1]")
+            raise UsageError(f"alpha={alpha} is outside [0, 1]")
         if n != 2:
-            raise UsageError("--alpha applies to two models; use --weights for more")
+            raise UsageError(f"alpha={alpha} applies to two models, got {n}; give weights "
+                             f"for more")
         return [1.0 - alpha, alpha]
     return [1.0 / n] * n
 
@@ -63,13 +69,13 @@ def merge(models: Sequence[nn.Module], weights: Sequence[float], *, matcher: Any
           match_data: Any = None, normalizer: Any = None, calibration: Any = None
           ) -> MergeResult:
     ref = models[0]
-    naive = matcher is None or getattr(matcher, "name", "") == "identity"
-    if not naive and getattr(matcher, "pairwise_only", False) and len(models) != 2:
+    naive = matcher is None or not matcher.needs_graph
+    if not naive and (matcher.pairwise_only or matcher.joint) and len(models) != 2:
         raise UsageError(f"matcher {matcher.name} merges exactly two models, got "
                          f"{len(models)}")
     alignments = [None] * len(models) if naive else \
         [None] + [matcher.match(graph, ref, m, match_data) for m in models[1:]]
-    if any(hasattr(al, "express") for al in alignments):  # a joint merge (ZipIt!, CCA)
+    if not naive and matcher.joint:  # both models expressed in the merged space
         aligned = aligned_pair(models[0], models[1], alignments[1], graph)
     else:
         aligned = [ref] + [aligned_copy(m, al, graph)

@@ -153,7 +153,7 @@ def parse_assignments(items: list[str] | None) -> dict[str, str]:
     out: dict[str, str] = {}
     for item in items or []:
         if "=" not in item:
-            raise ParamError(f"--param {item!r}: expected key=value")
+            raise ParamError(f"parameter {item!r}: expected key=value")
         k, v = item.split("=", 1)
         out[k.strip()] = v.strip()
     return out

@@ -32,6 +32,7 @@ class PluginInfo:
     status: str = "ok"  # ok | broken | disabled
     error: str | None = None
     components: dict[str, list[str]] = field(default_factory=dict)
+    commands: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -39,6 +40,8 @@ class PluginState:
     manager: pluggy.PluginManager
     registry: Registry
     plugins: dict[str, PluginInfo]
+    # plugin name → the operation functions it registered (weightlab_register_operations)
+    operations: dict[str, list[Any]] = field(default_factory=dict)
 
 
 def _disabled() -> set[str]:
@@ -73,12 +76,44 @@ def _collect(state: PluginState, name: str, plugin: Any) -> None:
     tmp = Registry()
     for kind, cls in found:  # validate everything before touching the shared registry
         tmp.add(kind, cls, name)
+    ops = _impls(state, "weightlab_register_operations", plugin)
+    funcs = [f for impl in ops for f in (impl.function() or [])]
+    bad = [f for f in funcs if not hasattr(f, "__weightlab_operation__")]
+    if bad:
+        raise TypeError(f"weightlab_register_operations returned {bad[0]!r}, which is not "
+                        f"declared with @weightlab.ops.registry.operation")
+    info.commands = command_names(state, name, plugin)
     for kind, cls in found:
         state.registry.add(kind, cls, name)
         info.components.setdefault(kind, []).append(cls.name)
+    if funcs:
+        state.operations[name] = funcs
 
 
-def _register(state: PluginState, name: str, plugin: Any) -> None:
+def _impls(state: PluginState, hook_name: str, plugin: Any) -> list[Any]:
+    hook = getattr(state.manager.hook, hook_name)
+    return [impl for impl in hook.get_hookimpls() if impl.plugin is plugin]
+
+
+def command_names(state: PluginState, name: str, plugin: Any, app: Any = None) -> list[str]:
+    """Run this plugin's ``weightlab_register_commands`` on ``app`` (a scratch typer app when
+    None, to check that registration works) and return the command names it added."""
+    impls = _impls(state, "weightlab_register_commands", plugin)
+    if not impls:
+        return []
+    import typer
+
+    target = app if app is not None else typer.Typer()
+    before = {id(c) for c in target.registered_commands} | \
+        {id(g) for g in target.registered_groups}
+    for impl in impls:
+        impl.function(app=target)
+    added = [c for c in target.registered_commands if id(c) not in before]
+    added_groups = [g for g in target.registered_groups if id(g) not in before]
+    return [c.name or c.callback.__name__ for c in added] + [g.name for g in added_groups]
+
+
+def _register(state: PluginState, name: str, plugin: Any, components: bool = True) -> None:
     pm = state.manager
     try:
         pm.register(plugin, name=name)
@@ -89,6 +124,8 @@ def _register(state: PluginState, name: str, plugin: Any) -> None:
         state.plugins[name].status = "broken"
         state.plugins[name].error = f"{type(e).__name__}: {e}"
         return
+    if not components:
+        return
     try:
         _collect(state, name, plugin)
     except Exception as e:  # noqa: BLE001
@@ -98,9 +135,11 @@ def _register(state: PluginState, name: str, plugin: Any) -> None:
         state.plugins[name].components = {}
 
 
-def load(extra: list[tuple[str, Any]] | None = None, *, entry_points: bool = True
-         ) -> PluginState:
-    """Build the plugin manager and registry. ``extra`` registers in-process plugins (tests)."""
+def load(extra: list[tuple[str, Any]] | None = None, *, entry_points: bool = True,
+         components: bool = True) -> PluginState:
+    """Build the plugin manager and registry. ``extra`` registers in-process plugins (tests).
+    ``components=False`` registers the plugins without calling their component hooks (what
+    the CLI needs to add plugin commands without importing torch)."""
     from weightlab import builtins
 
     pm = pluggy.PluginManager(PROJECT)
@@ -138,8 +177,29 @@ def load(extra: list[tuple[str, Any]] | None = None, *, entry_points: bool = Tru
             except Exception as e:  # noqa: BLE001
                 info.status, info.error = "broken", f"{type(e).__name__}: {e}"
                 continue
-        _register(state, name, obj)
+        _register(state, name, obj, components)
     return state
+
+
+def register_commands(app: Any, extra: list[tuple[str, Any]] | None = None) -> dict[str, str]:
+    """Add every enabled plugin's CLI commands to ``app``. A plugin whose registration raises
+    adds none of its commands; returns plugin name → error for those (the others work)."""
+    import typer
+
+    st = load(extra, components=False)
+    failed: dict[str, str] = {}
+    for name, info in st.plugins.items():
+        if info.status != "ok" or name == BUILTIN:
+            continue
+        scratch = typer.Typer()
+        try:
+            command_names(st, name, st.manager.get_plugin(name), scratch)
+        except Exception as e:  # noqa: BLE001 - one plugin's failure must not stop the CLI
+            failed[name] = f"{type(e).__name__}: {e}"
+            continue
+        app.registered_commands.extend(scratch.registered_commands)
+        app.registered_groups.extend(scratch.registered_groups)
+    return failed
 
 
 def _version(dist: str) -> str | None:

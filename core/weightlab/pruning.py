@@ -242,7 +242,7 @@ def one_shot(dense: nn.Module, pruner: Any, sparsity: float, *,
     record["seconds"]["prune"] = time.perf_counter() - t0
     masks.update({n: m.bool() for n, m in new.items()})
     apply_masks(model, masks)
-    record["pruner_report"] = getattr(pruner, "last_report", None)
+    record["pruner_report"] = pruner.last_report
     if evaluate_on is not None:
         record["pruned"] = evaluate(model, evaluate_on)
     if normalizer is not None:

@@ -54,7 +54,7 @@ class DataBundle:
             src, idx = self.test, None
         elif split == "heldout":
             if len(self.heldout_idx) == 0:
-                raise DataError(f"{self.name}: no held-out split (set --heldout N > 0)")
+                raise DataError(f"{self.name}: no held-out split (set heldout=N > 0)")
             src, idx = self.train, self.heldout_idx
         elif split in ("train", "calibration"):
             src, idx = self.train, self.train_idx
@@ -99,7 +99,7 @@ def load_data(name: str, *, data_dir: str | Path | None = None, device: str = "c
     test = ds.load(root, "test", False)
     n = _len(train)
     if heldout < 0 or heldout >= n:
-        raise DataError(f"{ds.name}: --heldout {heldout} must be in [0, {n})")
+        raise DataError(f"{ds.name}: heldout={heldout} must be in [0, {n})")
     perm = torch.randperm(n, generator=torch.Generator().manual_seed(10_007 + seed))
     heldout_idx, train_idx = perm[:heldout].sort().values, perm[heldout:].sort().values
     return DataBundle(ds.name, ds, train, test, heldout_idx, train_idx, torch.device(device))

@@ -16,6 +16,7 @@ class Identity(Matcher):
     """
 
     name = "identity"
+    needs_graph = False
     summary = "no alignment (naive weight averaging)"
 
     def match(self, graph, ref, other, data=None):
@@ -79,5 +80,5 @@ class Activation(Matcher):
         from weightlab.matching.activation import activation_matching
 
         if data is None:
-            raise UsageError("matcher activation needs calibration data (--data)")
+            raise UsageError("matcher activation needs calibration data: pass data=NAME")
         return activation_matching(graph, ref, other, data, self.params.samples)

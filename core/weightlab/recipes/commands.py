@@ -1,6 +1,7 @@
-"""What a recipe step may say, read from the CLI command it runs: each option's name, flags,
-type, range, whether it repeats and whether it is required. A step's options are checked
-against this signature and turned into the argv the in-process CLI runs.
+"""What a recipe step may say, read from the operation it runs (:mod:`weightlab.ops`): each
+option's name, other spellings, type, range, whether it repeats and whether it is required.
+A step's options are checked against this signature before any work; the runner then calls
+the operation with them (no CLI involved).
 
 Component options (``matcher = "weight"``, ``normalizer``, ``pruner``, ``model``, ``data`` …)
 are looked up in the registry, and their parameter tables (``matcher_param = {max_iter = 50}``)
@@ -10,17 +11,13 @@ are validated against the component's ``Params`` dataclass with
 
 from __future__ import annotations
 
-import difflib
-import re
 import typing
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from weightlab.errors import WeightlabError
-
-# options the runner sets itself
-RUNNER_OPTIONS = ("json_out", "force", "resume")
+# options the runner sets itself (declared with Opt(runner=True) on the operation)
+RUNNER_OPTIONS = ("force", "resume")
 # option name → component kind; anything named ``<option>_param`` holds its parameters
 COMPONENT_OPTIONS = {"matcher": "matchers", "normalizer": "normalizers", "pruner": "pruners",
                      "ensemble": "ensembles", "soup": "ensembles", "method": "ensembles",
@@ -28,7 +25,6 @@ COMPONENT_OPTIONS = {"matcher": "matchers", "normalizer": "normalizers", "pruner
 # comma-separated lists of components (sweeps: ``matchers = "weight,activation"``)
 LIST_COMPONENT_OPTIONS = {f"{k}s": v for k, v in COMPONENT_OPTIONS.items()
                           if k not in ("model", "data")}
-NOT_RUNNABLE = ("run", "plugins", "list", "show")
 
 
 @dataclass
@@ -81,81 +77,83 @@ class Command:
     def has(self, name: str) -> bool:
         return any(o.name == name for o in self.options)
 
+    operation: Any = None  # the weightlab.ops.registry.Operation
+
     def out_by_default(self) -> bool:
-        """Whether the command writes to ``--out`` even when it is not given (it is required,
-        or its help names a default): the runner then points it into the run directory."""
-        o = self.find("out")
-        return o is not None and (o.required or "default" in (o.help or "").lower())
+        """Whether the operation writes ``out`` (a file or a directory) whenever it runs in a
+        recipe: the runner then points it into the step's directory."""
+        return self.operation is not None and self.operation.out is not None
 
     def out_is_dir(self, options: dict[str, Any] | None = None) -> bool:
-        """Whether ``--out`` names a directory (train: "run directory") rather than a file,
-        read from its help; "… (directory with --sweep)" makes it one only when ``sweep`` is
-        among ``options``."""
-        o = self.find("out")
-        text = (o.help or "").lower() if o is not None else ""
-        when = re.search(r"director\w* with --([\w-]+)", text)
-        if when:
-            return when.group(1).replace("-", "_") in (options or {})
-        return "director" in text
-
-
-def _command_tree():
-    import typer
-    from weightlab_cli.app import app
-
-    return typer.main.get_command(app)
-
-
-def runnable() -> dict[str, Any]:
-    """CLI command name → click command, for every command a recipe step may ``do``."""
-    tree = _command_tree()
-    return {name: cmd for name, cmd in tree.commands.items()
-            if name not in NOT_RUNNABLE and not hasattr(cmd, "commands")}
+        """Whether ``out`` names a directory (train, sms; prune with sweep)."""
+        return self.operation is not None and self.operation.out_is_dir(options)
 
 
 def command(name: str) -> Command:
-    cmds = runnable()
-    if name not in cmds:
-        close = difflib.get_close_matches(name, list(cmds), 1)
-        hint = f" (did you mean {close[0]!r}?)" if close else ""
-        raise WeightlabError(f"do = {name!r}: not a command a recipe can run{hint}; "
-                             f"commands: {', '.join(sorted(cmds))}")
-    cmd = cmds[name]
+    """The recipe signature of operation ``name``: every option declared with
+    ``Annotated[..., Opt(...)]`` (callbacks such as ``log`` are not recipe options)."""
+    import inspect
+
+    from weightlab.ops.registry import get
+
+    op = get(name)
     opts = []
-    for p in cmd.params:
-        desc = getattr(p, "type_descriptor", None)
-        ann = desc.annotation if desc is not None else str
-        positional = not p.opts or not p.opts[0].startswith("-")
+    for p, ann, meta in op.parameters():
+        if p.name in ("log", "on_result", "on_step"):
+            continue
         opts.append(Option(
-            name=p.name, flags=[] if positional else list(p.opts),
-            off_flags=list(getattr(p, "secondary_opts", []) or []), annotation=ann,
-            multiple=bool(p.multiple) or p.nargs == -1, required=bool(p.required),
-            default=p.default, is_flag=bool(getattr(p, "is_flag", False)),
-            positional=positional, min=getattr(p, "min", None), max=getattr(p, "max", None),
-            help=getattr(p, "help", "") or ""))
-    return Command(name, opts, (cmd.help or "").strip())
+            name=p.name, flags=[f"--{a}" for a in meta.aliases], off_flags=[],
+            annotation=ann, multiple=_is_list(ann),
+            required=p.default is inspect.Parameter.empty,
+            default=None if p.default is inspect.Parameter.empty else p.default,
+            is_flag=ann is bool, positional=False, min=meta.min, max=meta.max,
+            help=meta.help))
+    return Command(name, opts, op.summary, operation=op)
+
+
+def _is_list(tp: Any) -> bool:
+    if typing.get_origin(tp) in (list, tuple):
+        return True
+    return any(typing.get_origin(a) in (list, tuple) for a in typing.get_args(tp))
 
 
 # ---- value checks ---------------------------------------------------------------------------
 
 def check_value(opt: Option, value: Any) -> str | None:
     """None when ``value`` fits the option, else what is wrong (one line)."""
-    if opt.multiple:
-        items = value if isinstance(value, list) else [value]
-    elif isinstance(value, list):
+    if opt.name.endswith("param"):
+        return None if param_table(value) is not None else \
+            f"expected a table of parameters or key=value strings, got {value!r}"
+    if isinstance(value, list) and not opt.multiple:
         return f"expected one value, got a list {value!r}"
-    else:
-        items = [value]
-    tp = opt.scalar_type()
-    for v in items:
-        problem = _check_scalar(tp, v, opt)
-        if problem:
-            return problem
-    return None
+    arms = _arms(opt.annotation)
+    if isinstance(value, list):
+        elems = [typing.get_args(a)[0] if typing.get_args(a) else Any
+                 for a in arms if typing.get_origin(a) in (list, tuple)]
+        for v in value:
+            problem = _first_fit(elems or [Any], v, opt)
+            if problem:
+                return problem
+        return None
+    return _first_fit([a for a in arms if typing.get_origin(a) not in (list, tuple)] or
+                      [Any], value, opt)
+
+
+def _arms(tp: Any) -> list[Any]:
+    args = typing.get_args(tp)
+    if args and (typing.get_origin(tp) is typing.Union or type(tp).__name__ == "UnionType"):
+        return [a for a in args if a is not type(None)]
+    return [tp]
+
+
+def _first_fit(types: list[Any], v: Any, opt: Option) -> str | None:
+    """None when ``v`` fits one of ``types``, else the first type's complaint."""
+    problems = [_check_scalar(tp, v, opt) for tp in types]
+    return None if any(p is None for p in problems) else problems[0]
 
 
 def _check_scalar(tp: Any, v: Any, opt: Option) -> str | None:
-    if isinstance(v, dict) and not opt.name.endswith("param"):
+    if isinstance(v, dict) and typing.get_origin(tp) is not dict and tp is not dict:
         return f"expected a single value, got a table {v!r}"
     if tp is bool:
         return None if isinstance(v, bool) else f"expected true or false, got {v!r}"
@@ -176,6 +174,7 @@ def _check_scalar(tp: Any, v: Any, opt: Option) -> str | None:
         if opt.max is not None and v > opt.max:
             return f"{v} is above the maximum {opt.max}"
     return None
+
 
 
 def param_table(value: Any) -> dict[str, Any] | None:
@@ -297,47 +296,9 @@ def _unresolved(value: Any) -> bool:
     return False
 
 
-# ---- argv -----------------------------------------------------------------------------------
+# ---- display -------------------------------------------------------------------------------
 
-def _text(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    return str(v)
-
-
-def build_argv(cmd: Command, options: dict[str, Any], extra: list[str] | None = None
-               ) -> list[str]:
-    """``weightlab <cmd>`` arguments for resolved ``options`` (keys are option names), then
-    ``extra`` flags, then ``--`` and the positional arguments."""
-    argv = [cmd.name]
-    positional: list[str] = []
-    for opt in cmd.options:
-        if opt.name not in options:
-            continue
-        value = options[opt.name]
-        if opt.positional:
-            items = value if isinstance(value, list) else [value]
-            positional += [_text(v) for v in items]
-            continue
-        if opt.is_flag:
-            if value:
-                argv.append(opt.flags[0])
-            elif opt.off_flags:
-                argv.append(opt.off_flags[0])
-            continue
-        if opt.name.endswith("_param"):
-            table = param_table(value) or {}
-            value = [f"{k}={_param_text(v)}" for k, v in table.items()]
-        items = value if isinstance(value, list) and opt.multiple else [value]
-        for v in items:
-            argv += [opt.flags[0], _text(v)]
-    argv += extra or []
-    if positional:
-        argv += ["--", *positional]
-    return argv
-
-
-def _param_text(v: Any) -> str:
-    if isinstance(v, list):
-        return ",".join(_text(x) for x in v)
-    return _text(v)
+def call_text(cmd: Command, options: dict[str, Any]) -> str:
+    """A step as the Python call it makes: ``weightlab.operation('merge')(matcher='weight')``."""
+    args = ", ".join(f"{k}={v!r}" for k, v in options.items())
+    return f"weightlab.operation({cmd.name!r})({args})"

@@ -1,16 +1,19 @@
-"""Running a recipe: each step is the in-process CLI command (``weightlab_cli.main.main``) with
-an argv built from its options and ``--json``, whose output is kept as the step's result.
+"""Running a recipe: each step calls its operation (:mod:`weightlab.ops`) with the step's
+resolved options; the operation's ``to_json()`` is kept as the step's result.
 
 The run directory holds:
 
-- ``state.json``: per step its status, the hash of its command line (and of the steps it
-  uses), its outputs. A finished step whose hash is unchanged and whose outputs exist is not
-  redone; changing a step redoes it and every step that uses it. A step whose hash equals a
+- ``state.json``: per step its status, its cache key, its outputs. The key covers the resolved
+  options, the versions of weightlab and of every plugin, a fingerprint of the code of core
+  and of the plugins the step uses (editable installs change code without a version bump), the
+  contents of its input files and the keys of the steps it uses. A finished step whose hash is
+  unchanged and whose outputs exist is not redone; changing a step redoes it and every step
+  that uses it. A step whose hash equals a
   finished step's — of this recipe or of another recipe run into the same directory — reuses
   that step's outputs (recipes sharing a run directory train a shared pair once).
 - ``<step>/``: the step's outputs (``--out`` defaults there) and ``result.json``.
 - ``recipe-<name>/``: ``recipe.toml`` (the file as given), ``resolved.json`` (vars, every
-  step's options and argv after references were resolved), ``versions.json`` (weightlab, every
+  step's options after references were resolved), ``versions.json`` (weightlab, every
   plugin, python, torch), ``metrics.json`` (all results), ``report.md`` and the report plots.
 """
 
@@ -18,7 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
+import inspect
 import json
 import platform
 import re
@@ -29,7 +32,7 @@ from typing import Any
 
 from weightlab.atomic import write_text
 from weightlab.errors import WeightlabError
-from weightlab.recipes import commands, refs, report
+from weightlab.recipes import cache, commands, refs, report
 from weightlab.recipes.schema import Recipe, Step
 
 STATE = "state.json"
@@ -143,12 +146,13 @@ class Runner:
     def plan(self, step: Step) -> tuple[commands.Command, dict, list[str], str]:
         cmd = commands.command(step.do)
         options, used = self._resolve_options(step, cmd)
-        # the command line itself (an empty table and a missing one are the same command)
-        hashed = commands.build_argv(cmd, {k: v for k, v in options.items()
-                                           if k not in NOT_HASHED})
         upstream = [self.records[u]["hash"] for u in used]
-        digest = hashlib.sha256(json.dumps({"argv": hashed, "upstream": upstream},
-                                           default=str).encode()).hexdigest()[:16]
+        key = {"do": step.do, "options": {k: v for k, v in sorted(options.items())
+                                          if k not in NOT_HASHED},
+               "upstream": upstream, "code": cache.code_key(cmd, options),
+               "inputs": cache.input_digests(cmd, options)}
+        digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()
+                                ).hexdigest()[:16]
         return cmd, options, used, digest
 
     def _twin(self, digest: str, name: str) -> tuple[str, dict[str, Any]] | None:
@@ -183,7 +187,7 @@ class Runner:
             name, done = twin
             self.state["steps"][step.name] = {
                 "status": "done", "hash": digest, "outputs": done["outputs"], "uses": used,
-                "same_as": done.get("same_as", name), "argv": done["argv"], "recipe": mine,
+                "same_as": done.get("same_as", name), "recipe": mine,
                 "result_file": done.get("result_file", str(self.run_dir / slug(name)
                                                            / "result.json"))}
             self._save_state()
@@ -191,37 +195,29 @@ class Runner:
             rec = self.state["steps"][step.name]
             return {**rec, "name": step.name, "options": options, "ran": False,
                     "result": _read_json(Path(rec["result_file"]))}
-        extra = []
+        call = dict(options)
         in_run = _inside(options.get("out") or options.get("plot") or "", self.run_dir)
         if cmd.has("force") and in_run:
-            extra.append("--force")
+            call["force"] = True
         if cmd.has("resume") and prev.get("status") == "started" and prev.get("hash") == digest:
-            extra.append("--resume")  # an interrupted attempt of this very step: continue it
-        if cmd.has("json_out"):
-            extra.append("--json")
-        argv = commands.build_argv(cmd, options, extra)
-        self.echo(f"[{i}/{total}] {step.name}: weightlab {' '.join(argv)}")
+            call["resume"] = True  # an interrupted attempt of this very step: continue it
+        if "log" in inspect.signature(cmd.operation.func).parameters:
+            call["log"] = self.echo
+        self.echo(f"[{i}/{total}] {step.name}: {commands.call_text(cmd, options)}")
         self.state["steps"][step.name] = {"status": "started", "hash": digest, "recipe": mine}
         self._save_state()
         t0 = time.time()
-        code, stdout = invoke(argv)
+        try:
+            result = cmd.operation(**call).to_json()
+        except WeightlabError as e:
+            raise StepFailed(f"{self._where(step)}: step {step.name!r} failed: {e}") from e
         seconds = round(time.time() - t0, 2)
-        if code != 0:
-            raise StepFailed(f"{self._where(step)}: step {step.name!r} failed (weightlab "
-                             f"{step.do} exited with {code}; its error is above)")
-        result = None
-        if cmd.has("json_out"):
-            try:
-                result = json.loads(stdout) if stdout.strip() else None
-            except json.JSONDecodeError:
-                raise StepFailed(f"{self._where(step)}: step {step.name!r}: weightlab "
-                                 f"{step.do} --json printed no JSON") from None
         step_dir = self.run_dir / slug(step.name)
         step_dir.mkdir(parents=True, exist_ok=True)
         write_text(step_dir / "result.json", json.dumps(result, indent=2))
         outputs = collect_outputs(cmd, options)
         self.state["steps"][step.name] = {"status": "done", "hash": digest, "outputs": outputs,
-                                          "uses": used, "seconds": seconds, "argv": argv,
+                                          "uses": used, "seconds": seconds,
                                           "result_file": str(step_dir / "result.json"),
                                           "recipe": mine}
         self._save_state()
@@ -229,7 +225,7 @@ class Runner:
                 "result": result, "ran": True}
 
     def dry_run(self) -> list[dict[str, Any]]:
-        """Each step's argv, with the outputs of earlier steps shown as ``<step.output>``."""
+        """Each step's call, with the outputs of earlier steps shown as ``<step.output>``."""
         planned = []
         for step in self.recipe.steps:
             cmd = commands.command(step.do)
@@ -238,8 +234,8 @@ class Runner:
                 options, _ = self._resolve_options(step, cmd)
             finally:
                 self.resolve = saved
-            planned.append({"name": step.name, "do": step.do,
-                            "argv": commands.build_argv(cmd, options)})
+            planned.append({"name": step.name, "do": step.do, "options": options,
+                            "call": commands.call_text(cmd, options)})
         return planned
 
     def run(self) -> dict[str, Any]:
@@ -251,7 +247,7 @@ class Runner:
         resolved = {"recipe": str(self.recipe.path), "title": self.recipe.title,
                     "quick": self.recipe.quick, "vars": self.recipe.vars,
                     "steps": [{"name": r["name"], "do": self.recipe.step(r["name"]).do,
-                               "options": r["options"], "argv": r["argv"], "hash": r["hash"],
+                               "options": r["options"], "hash": r["hash"],
                                "outputs": r["outputs"]} for r in self.records.values()]}
         write_text(self.record_dir / "resolved.json", json.dumps(resolved, indent=2, default=str))
         write_text(self.record_dir / "metrics.json",
@@ -279,17 +275,6 @@ class Runner:
         md = f"# {self.recipe.title}\n\n" + "\n".join(report.markdown(t) for t in tables)
         write_text(self.record_dir / "report.md", md)
         return tables
-
-
-def invoke(argv: list[str]) -> tuple[int, str]:
-    """Run ``weightlab ARGV`` in this process; returns (exit code, captured stdout). Errors and
-    progress go to stderr as usual."""
-    from weightlab_cli.main import main
-
-    buf = io.StringIO()
-    with contextlib.redirect_stdout(buf):
-        code = main(argv)
-    return code, buf.getvalue()
 
 
 def collect_outputs(cmd: commands.Command, options: dict[str, Any]) -> dict[str, str]:

@@ -25,7 +25,7 @@ def names(name: str, kind: str) -> dict[str, str]:
         raise UsageError(f"plugin name {name!r}: expected lower-case letters and digits, "
                          f"words joined by - or _ (e.g. lamp, my-pruner)")
     if kind not in KINDS:
-        raise UsageError(f"--kind {kind!r}: expected one of {', '.join(KINDS)}")
+        raise UsageError(f"kind={kind!r}: expected one of {', '.join(KINDS)}")
     snake = name.replace("-", "_")
     camel = "".join(p.capitalize() for p in snake.split("_"))
     return {"name": name, "component": snake, "dist": f"weightlab-{name}",
@@ -67,7 +67,7 @@ def write(name: str, kind: str, out: Path, *, force: bool = False,
     dest = Path(out) / f"weightlab-{name}"
     existing = [p for p in content if (dest / p).exists()]
     if existing and not force:
-        raise UsageError(f"{dest / existing[0]} exists; pass --force to overwrite the "
+        raise UsageError(f"{dest / existing[0]} exists; pass force=True to overwrite the "
                          f"template's files")
     for rel, text in content.items():
         write_text(dest / rel, text)

@@ -4,8 +4,8 @@ At iterations round(f·T) for f = 0, freq, 2·freq, …, 1 (T = total iterations
 θ(α) = (1 − α)·θ_1 + α·align(θ_2), α ∈ linspace(0, 1, points), is evaluated on a fixed
 training subset and the test set (``weightlab.interpolation.curve``), optionally after a
 matcher aligns model 2 to model 1 and a normalizer (reset_bn, repair, …) corrects each
-interpolated model. Barriers (SPEC §7): loss barrier = max_α L(α) − ½(L(0) + L(1)); accuracy
-barrier = ½(A(0) + A(1)) − min_α A(α).
+interpolated model. Barriers (Frankle et al. 2020; Qu & Horváth 2024): loss barrier =
+max_α L(α) − ½(L(0) + L(1)); accuracy barrier = ½(A(0) + A(1)) − min_α A(α).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ class MetricLog:
             except ImportError:
                 from weightlab.errors import UsageError
 
-                raise UsageError(f"--wandb-mode {wandb_mode}: wandb is not installed "
+                raise UsageError(f"wandb_mode={wandb_mode!r}: wandb is not installed "
                                  f"(pip install wandb)") from None
             self._wandb = wandb.init(project=project, name=run_name, mode=wandb_mode,
                                      config=wandb_config or {}, dir=str(path.parent))

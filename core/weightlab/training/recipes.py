@@ -58,7 +58,7 @@ def find(name_or_path: str | Path) -> Path:
     p = Path(name_or_path)
     if p.suffix == ".toml" or p.is_file():
         if not p.is_file():
-            raise UsageError(f"--recipe {p}: no such file")
+            raise UsageError(f"recipe={str(p)!r}: no such file")
         return p
     cand = RECIPE_DIR / f"{name_or_path}.toml"
     if cand.is_file():
@@ -66,7 +66,7 @@ def find(name_or_path: str | Path) -> Path:
     names = available()
     close = difflib.get_close_matches(str(name_or_path), names, 3)
     hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise UsageError(f"--recipe {name_or_path}: no recipe of that name in {RECIPE_DIR}{hint}; "
+    raise UsageError(f"recipe={name_or_path!r}: no recipe of that name in {RECIPE_DIR}{hint}; "
                      f"known: {', '.join(names) or 'none'}")
 
 

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -88,12 +91,20 @@ def test_soup_cli_on_ingredients_trained_elsewhere(sms_run, cli, tmp_path):
     assert code == 2 and "--heldout" in err
 
 
-def test_commands_say_when_the_plugin_is_missing(cli, monkeypatch, tmp_path):
-    monkeypatch.setitem(sys.modules, "weightlab_sparse_soup", None)
-    code, _, err = cli("soup", tmp_path / "a", tmp_path / "b", "-o", tmp_path / "c")
-    assert code == 1 and "sparse-soup plugin" in err and len(err.strip().splitlines()) == 1
-    code, _, err = cli("sms", tmp_path / "a")
-    assert code == 1 and "sparse-soup plugin" in err
+def test_disabling_the_plugin_removes_its_commands():
+    """The commands come from the plugin (weightlab_register_commands): disabled, it adds
+    none, and asking for one is click's "no such command" usage error."""
+    env = {**os.environ, "WEIGHTLAB_DISABLE_PLUGINS": "sparse-soup"}
+    bin_ = Path(sys.executable).parent / "weightlab"
+    shown = subprocess.run([str(bin_), "--help"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    assert shown.returncode == 0
+    commands = [line.split()[1] for line in shown.stdout.splitlines()
+                if line.startswith("│ ") and len(line.split()) > 1]
+    assert "merge" in commands and "soup" not in commands and "sms" not in commands
+    done = subprocess.run([str(bin_), "sms", "x"], env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 2 and "No such command 'sms'" in done.stderr
 
 
 def test_soup_cli_on_dense_models_from_training(cli, tmp_path):

@@ -4,7 +4,6 @@ evaluate`` loads, and one-line errors. Two digits MLPs (2×64, 8 epochs; cached)
 from __future__ import annotations
 
 import json
-import sys
 
 import pytest
 import torch
@@ -67,12 +66,6 @@ def test_pfm_one_k_writes_a_loadable_checkpoint(digits_pair, tmp_path, capsys):
 def test_pfm_usage_errors_are_one_line(digits_pair, capsys, args, message):
     code, out, err = run(capsys, "pfm", *digits_pair, *args)
     assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err
-
-
-def test_pfm_without_the_plugin_says_so(digits_pair, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules, "weightlab_zipit", None)
-    code, out, err = run(capsys, "pfm", *digits_pair)
-    assert code == 1 and "needs the zipit plugin" in err and len(err.strip().splitlines()) == 1
 
 
 def test_merge_and_interpolate_take_joint_matchers(digits_pair, tmp_path, capsys):

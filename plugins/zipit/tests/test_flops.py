@@ -1,6 +1,6 @@
-"""FLOP and parameter counts at the models' real input size: weightlab.flops against SPEC §2,
-against an independent count (torch.utils.flop_counter), through ``weightlab flops``, and for
-partially merged models."""
+"""FLOP and parameter counts at the models' real input size: weightlab.flops against the
+published sizes, against an independent count (torch.utils.flop_counter), through
+``weightlab flops``, and for partially merged models."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def _torch_flops(model: torch.nn.Module, shape) -> int:
 @pytest.mark.parametrize("name,params,mmac", [("cifar_resnet20", 272_474, 41),
                                               ("cifar_vgg16", 14_719_818, 313)])
 def test_flops_match_spec_and_torch(name, params, mmac):
-    """SPEC §2: cifar_resnet20 272,474 params and 41 MMAC (measured 40,813,184 MACs);
+    """He et al. 2016 (CIFAR ResNet-20): 272,474 params and 41 MMAC (measured 40,813,184 MACs);
     cifar_vgg16 14,719,818 params (measured 313,201,664 MACs at 32×32, the count the
     CIFAR VGG papers quote as 0.31 GMAC)."""
     model = testing.tiny_model(name, (3, 32, 32))

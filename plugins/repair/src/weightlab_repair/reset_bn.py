@@ -5,8 +5,6 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-from torch.nn.modules.batchnorm import _BatchNorm
 from weightlab.components import Normalizer
 from weightlab.errors import UsageError
 
@@ -32,25 +30,11 @@ class ResetBN(Normalizer):
     class Params:
         samples: int = SAMPLES
 
-    @torch.no_grad()
     def apply(self, model, references, weights, data, graph=None):
-        net = copy.deepcopy(model)
-        bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
-        if not bns:
+        from weightlab.batchnorm import has_batchnorm, reset_bn
+
+        if not has_batchnorm(model):
             raise UsageError(f"reset_bn: {type(model).__name__} has no BatchNorm layer with "
                              f"running statistics; use repair, rescale or reshift instead")
-        batches = calibration_batches(data, self.params.samples, net, self.name)
-        was_training, momenta = net.training, [bn.momentum for bn in bns]
-        net.eval()
-        for bn in bns:
-            bn.reset_running_stats()
-            bn.momentum = None  # cumulative moving average over all batches
-            bn.train()
-        try:
-            for x in batches:
-                net(x)
-        finally:
-            for bn, momentum in zip(bns, momenta):
-                bn.momentum = momentum
-            net.train(was_training)
-        return net
+        net = copy.deepcopy(model)
+        return reset_bn(net, calibration_batches(data, self.params.samples, net, self.name))

@@ -89,6 +89,7 @@ class LogitEnsemble(Ensemble):
 
     name = "ensemble"
     summary = "logit-averaging ensemble of the ingredients (baseline, not saveable)"
+    saveable = False
 
     @dataclass
     class Params:

@@ -14,7 +14,11 @@ from collections.abc import Sequence
 
 import torch
 from torch import nn
+from weightlab.batchnorm import has_batchnorm, reset_bn
+from weightlab.checkpoint import apply_masks
 from weightlab.errors import IncompatibleModelsError, UsageError
+from weightlab.interpolation import average_states
+from weightlab.merging import check_compatible
 
 Masks = dict[str, torch.Tensor]
 
@@ -26,23 +30,8 @@ def _label(names: Sequence[str] | None, i: int) -> str:
 def check_architectures(states: Sequence[dict[str, torch.Tensor]],
                         names: Sequence[str] | None = None) -> None:
     """Every state dict has the reference's keys, in the same shapes; else one line naming the
-    first differing layer."""
-    ref = states[0]
-    for i, st in enumerate(states[1:], start=1):
-        for key, t in ref.items():
-            if key not in st:
-                raise IncompatibleModelsError(
-                    f"{_label(names, i)} has no tensor {key!r} that {_label(names, 0)} has "
-                    f"(different architectures)")
-            if tuple(st[key].shape) != tuple(t.shape):
-                raise IncompatibleModelsError(
-                    f"{_label(names, i)}: layer {key!r} has shape {tuple(st[key].shape)}, "
-                    f"expected {tuple(t.shape)} as in {_label(names, 0)}")
-        extra = [k for k in st if k not in ref]
-        if extra:
-            raise IncompatibleModelsError(
-                f"{_label(names, i)} has tensor {extra[0]!r} that {_label(names, 0)} lacks "
-                f"(different architectures)")
+    first differing tensor (core's check, with the ingredients named)."""
+    check_compatible(states, [_label(names, i) for i in range(len(states))])
 
 
 def check_masks(masks: Sequence[Masks], names: Sequence[str] | None = None) -> Masks:
@@ -67,64 +56,6 @@ def check_masks(masks: Sequence[Masks], names: Sequence[str] | None = None) -> M
     return {k: v.bool() for k, v in ref.items()}
 
 
-@torch.no_grad()
-def average_states(states: Sequence[dict[str, torch.Tensor]],
-                   weights: Sequence[float] | None = None) -> dict[str, torch.Tensor]:
-    """θ = Σ_i w_i θ_i (w_i = 1/m by default) over floating tensors; integer buffers (BatchNorm's
-    num_batches_tracked) come from the first state. One fused multiply-add per ingredient over
-    all tensors at once (torch._foreach_*), accumulated in float32 at least (half and bfloat16
-    ingredients are averaged in float32 and cast back)."""
-    m = len(states)
-    w = [1.0 / m] * m if weights is None else [float(x) for x in weights]
-    keys = [k for k, t in states[0].items() if t.is_floating_point()]
-    dtypes = [states[0][k].dtype for k in keys]
-    wide = [torch.promote_types(dt, torch.float32) for dt in dtypes]
-    acc = torch._foreach_mul([states[0][k].to(dt) for k, dt in zip(keys, wide)], w[0])
-    for st, wi in zip(states[1:], w[1:]):
-        torch._foreach_add_(acc, [st[k].to(a.device, dt) for k, a, dt in zip(keys, acc, wide)],
-                            alpha=wi)
-    out = {k: t.clone() for k, t in states[0].items() if not t.is_floating_point()}
-    out.update((k, a.to(dt)) for k, a, dt in zip(keys, acc, dtypes))
-    return {k: out[k] for k in states[0]}
-
-
-def has_batchnorm(model: nn.Module) -> bool:
-    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
-
-
-@torch.no_grad()
-def reset_bn(model: nn.Module, loader) -> nn.Module:
-    """Recompute every BatchNorm's running mean/var as the plain average over the loader's
-    batches (momentum None = cumulative moving average); the rest of the model stays in eval
-    mode so dropout and friends do not perturb the statistics."""
-    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
-    if not bns:
-        return model
-    was_training = model.training
-    momenta = [m.momentum for m in bns]
-    model.eval()
-    for m in bns:
-        m.reset_running_stats()
-        m.momentum = None
-        m.train()
-    dev = next(model.parameters()).device
-    for x, _ in loader:
-        model(x.to(dev))
-    for m, mom in zip(bns, momenta):
-        m.momentum = mom
-    model.train(was_training)
-    return model
-
-
-def _apply_masks(model: nn.Module, masks: Masks) -> None:
-    params = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, mask in masks.items():
-            if name not in params:
-                raise IncompatibleModelsError(f"mask for unknown parameter {name!r}")
-            params[name].mul_(mask.to(params[name].device, params[name].dtype))
-
-
 def uniform_soup(models: Sequence[nn.Module], masks: Sequence[Masks] | None = None, *,
                  calibration=None, bn_reset: bool = True, weights: Sequence[float] | None = None,
                  names: Sequence[str] | None = None) -> tuple[nn.Module, Masks]:
@@ -137,7 +68,7 @@ def uniform_soup(models: Sequence[nn.Module], masks: Sequence[Masks] | None = No
     shared = check_masks(masks, names) if masks else {}
     soup = copy.deepcopy(models[0])
     soup.load_state_dict(average_states(states, weights))
-    _apply_masks(soup, shared)
+    apply_masks(soup, shared)
     if bn_reset and has_batchnorm(soup):
         if calibration is None:
             raise UsageError("the ingredients have BatchNorm: their soup needs calibration data "

@@ -76,7 +76,8 @@ class WoodFisherParams(SelectParams):
                            "Streamed costs 2 gradient passes per group", min=0)
     steps: int = param(1, "k: pruning steps to the target, the Fisher recomputed at the "
                           "updated weights before each (k > 1: a sweep cannot reuse it)", min=1)
-    # default geometric: IMP's per-phase rate (SPEC §11) and the best of the three at 98% here
+    # default geometric: IMP's per-phase rate 1 − (1 − goal)^(1/n) (Zimmer et al. 2024, SMS)
+    # and the best of the three at 98% here
     step_schedule: str = param("geometric", "sparsity after step i of k: linear s·i/k, cubic "
                                          "s·(1 − (1 − i/k)³) (Zhu & Gupta 2017), or geometric "
                                          "1 − (1 − s)^(i/k) (same fraction of the survivors "

@@ -33,6 +33,8 @@ class JointAlignment(Alignment):
     merged space; weightlab.merging and weightlab.interpolation average those instead of
     model A and B-aligned-to-A (so ``weightlab merge`` and ``interpolate`` take ZipIt!/CCA)."""
 
+    joint = True
+
     def express(self, graph: FeatureGraph, models: Sequence[nn.Module]
                 ) -> list[dict[str, torch.Tensor]]:
         return states_in_merged_space(models, graph, self)

@@ -20,6 +20,7 @@ class JointMatcher(Matcher):
 
     needs_data = True
     pairwise_only = True
+    joint = True
 
     def space_matrices(self, stats, space):
         raise NotImplementedError

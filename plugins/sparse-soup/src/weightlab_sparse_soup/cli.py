@@ -1,13 +1,12 @@
-"""``weightlab soup CKPT… -o OUT`` and ``weightlab sms CKPT`` (the sparse-soup plugin)."""
+"""The sparse-soup plugin's commands, ``weightlab soup`` and ``weightlab sms``, added through
+``weightlab_register_commands``: thin wrappers over :mod:`weightlab_sparse_soup.ops`."""
 
 from __future__ import annotations
 
-import copy
 from pathlib import Path
 
 import typer
-
-from weightlab_cli.common import (
+from weightlab.console import (
     DATA_DIR_OPT,
     DEVICE_OPT,
     FORCE_OPT,
@@ -15,20 +14,17 @@ from weightlab_cli.common import (
     info,
     pct,
     print_json,
-    require_plugin,
     table,
 )
-
-
-def _plugin():
-    """The plugin package, imported only when a command runs; one line when it is missing."""
-    return require_plugin("weightlab_sparse_soup", "sparse-soup", "soup/sms")
 
 
 def soup(
     checkpoints: list[Path] = typer.Argument(..., help="ingredient checkpoints (same "
                                                        "architecture and mask)"),
-    method: str = typer.Option("uniform", "--method", help="uniform or greedy"),
+    method: str = typer.Option("uniform", "--method", help="uniform, greedy or any "
+                               "registered ensemble (weightlab list ensembles)"),
+    method_param: list[str] = typer.Option(None, "--param", "-p", help="ensemble parameter "
+                                           "key=value (repeatable)"),
     out: Path = typer.Option(..., "--out", "-o", help="the soup's checkpoint"),
     data: str = typer.Option(None, "--data", help="dataset for evaluation, BatchNorm "
                                                   "statistics and greedy selection (default: "
@@ -44,72 +40,21 @@ def soup(
 ):
     """Average ingredients trained elsewhere into one model (uniform or greedy soup); with
     data, compare it with each ingredient and with their logit ensemble."""
-    _plugin()
-    from weightlab import checkpoint as ckpt_io
-    from weightlab import device as devmod
-    from weightlab import plugins
-    from weightlab.data.bundle import load_data
-    from weightlab.errors import UsageError
-    from weightlab_sparse_soup.report import measure
-    from weightlab_sparse_soup.soups import has_batchnorm, reset_bn
+    from weightlab_sparse_soup.ops import soup as run
 
-    if method not in ("uniform", "greedy"):
-        raise UsageError(f"--method {method!r}: expected uniform or greedy")
-    if method == "greedy" and heldout <= 0:
-        raise UsageError("--method greedy: needs held-out training images, pass --heldout N")
-    if len(checkpoints) < 2:
-        raise UsageError("a soup needs at least two ingredient checkpoints")
-    ckpt_io.check_writable(out, force)
-    dev = devmod.resolve(device)
-    loaded = [ckpt_io.load_model(p, dev) for p in checkpoints]
-    nets, cks = [n for n, _ in loaded], [c for _, c in loaded]
-    name = data or cks[0].data.get("name")
-    bundle = None
-    if data or method == "greedy" or has_batchnorm(nets[0]):
-        if not name:
-            raise UsageError(f"{checkpoints[0]}: the checkpoint names no dataset; pass --data")
-        bundle = load_data(name, data_dir=data_dir, device=dev, heldout=heldout,
-                           params=None if data else cks[0].data.get("params"))
-    calib = bundle.loader("calibration", batch_size=500, num_samples=bn_samples) \
-        if bundle else None
-    held = bundle.loader("heldout", batch_size=1000) if bundle and heldout else None
-    reg = plugins.registry()
-    ens = reg.create("ensembles", method)
-    model = ens.combine(nets, held, masks=[c.masks for c in cks], calibration=calib,
-                        names=[str(p) for p in checkpoints])
-    rows = []
-    if bundle is not None:
-        test = bundle.loader("test", batch_size=1000)
-        if has_batchnorm(nets[0]):  # score the ingredients as the soup: statistics recomputed
-            nets = [reset_bn(copy.deepcopy(n), calib) for n in nets]
-        for p, net, ck in zip(checkpoints, nets, cks):
-            rows.append({"model": str(p), **measure(net, ck.masks, test, held, None)})
-        logits = reg.create("ensembles", "ensemble").combine(nets)
-        rows.append({"model": "logit ensemble", **measure(logits, None, test, held, None)})
-        rows[-1]["sparsity"] = rows[0]["sparsity"]
-        rows.append({"model": f"{method} soup", **measure(model, ens.shared_mask, test, held,
-                                                           None)})
-    metrics = {k: v for k, v in rows[-1].items() if k in ("test", "heldout")} if rows else {}
-    ck = ckpt_io.from_model(model, cks[0].model, masks=ens.shared_mask, data=cks[0].data,
-                            train=cks[0].train, metrics=metrics,
-                            provenance={"kind": "soup", "method": method,
-                                        "ingredients": [str(p) for p in checkpoints],
-                                        "chosen": ens.info["chosen"],
-                                        "selection": ens.info if method == "greedy" else None})
-    ckpt_io.save(ck, out, force=force)
-    result = {"out": str(out), "method": method, "chosen": ens.info["chosen"],
-              "sparsity": ckpt_io.sparsity_report(ens.shared_mask)["overall"]
-              if ens.shared_mask else 0.0, "rows": rows}
+    res = run(checkpoints, method=method, out=out, method_param=method_param, data=data,
+              data_dir=data_dir, heldout=heldout, bn_samples=bn_samples, device=device,
+              force=force).to_json()
     if json_out:
-        print_json(result)
+        print_json(res)
         return
-    info(f"{method} soup of {len(ens.info['chosen'])}/{len(checkpoints)} ingredients "
-         f"{ens.info['chosen']} → {out}")
-    if rows:
-        table(f"soup on {name}", ["model", "sparsity", "test top-1", "test loss",
-                                  "held-out top-1"],
+    info(f"{res['method']} soup of {len(res['chosen'])}/{len(checkpoints)} ingredients "
+         f"{res['chosen']} → {out}")
+    if res["rows"]:
+        table(f"soup on {res['data']}", ["model", "sparsity", "test top-1", "test loss",
+                                         "held-out top-1"],
               [[r["model"], pct(r["sparsity"]), pct(r["test"]["top1"]), r["test"]["loss"],
-                pct(r["heldout"]["top1"]) if "heldout" in r else None] for r in rows])
+                pct(r["heldout"]["top1"]) if "heldout" in r else None] for r in res["rows"]])
 
 
 def sms(
@@ -154,31 +99,20 @@ def sms(
     """Sparse Model Soups: per phase prune, retrain several ingredients under one mask, soup
     them and continue from the soup; compared with plain IMP, the best and mean ingredient and
     the logit ensemble. Interrupted runs resume from the last finished ingredient."""
-    _plugin()
-    from weightlab import device as devmod
-    from weightlab_sparse_soup.sms import Pipeline, make_params
+    from weightlab_sparse_soup.ops import sms as run
 
-    values_list = [v for v in (values or "").split(",") if v.strip()]
-    params = make_params({
-        "goal_sparsity": goal_sparsity, "phases": phases, "ingredients": ingredients,
-        "vary": vary, "values": values_list, "retrain_epochs": retrain_epochs,
-        "schedule": schedule, "ensemble": ensemble, "pruner": pruner, "imp": imp, "seed": seed,
-        "batch_size": batch_size, "original": list(original or []), "data": data,
-        "data_dir": str(data_dir) if data_dir else None, "heldout": heldout,
-        "train_samples": train_samples, "bn_samples": bn_samples})
-    devs = [devmod.resolve(d.strip()) for d in devices.split(",") if d.strip()] \
-        if devices else [devmod.resolve(device)]
-    run_dir = out or Path("runs") / f"sms-{checkpoint.stem}"
-    pl = Pipeline(checkpoint, params, run_dir, workers=workers, devices=devs, force=force,
-                  log=info)
-    if pl.resumed:
-        info(f"continuing the SMS run in {run_dir}")
-    summary = pl.run(phase)
+    res = run(checkpoint, goal_sparsity=goal_sparsity, phases=phases, ingredients=ingredients,
+              vary=vary, values=values, retrain_epochs=retrain_epochs, schedule=schedule,
+              ensemble=ensemble, data=data, data_dir=data_dir, heldout=heldout, out=out,
+              phase=phase, workers=workers, devices=devices, pruner=pruner, imp=imp, seed=seed,
+              batch_size=batch_size, train_samples=train_samples, bn_samples=bn_samples,
+              original=original, device=device, force=force, log=info)
+    summary, params = res.to_json(), res.params
     if json_out:
         print_json(summary)
         return
     table(f"SMS {params.schedule}, {params.ingredients} ingredients varying {params.vary}, "
-          f"{params.ensemble} soup → {run_dir}",
+          f"{params.ensemble} soup → {res.run_dir}",
           ["phase", "model", "sparsity", "test top-1", "test loss", "held-out", "FLOPs"],
           [[r["phase"], r["model"].replace("ingredient", "ingr."), pct(r["sparsity"]),
             pct(r["test_top1"]), r["test_loss"],

@@ -1,0 +1,226 @@
+"""``merge``, ``interpolate`` and ``diagnose``: align models, average them, re-normalize,
+walk the path between two of them, and measure the vanishing feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+from weightlab.errors import UsageError
+from weightlab.ops.common import (
+    CheckpointLike,
+    check_writable,
+    component,
+    describe,
+    load_bundle,
+    load_checkpoints,
+    require_data,
+    trace_graph,
+)
+from weightlab.ops.registry import Opt, operation
+from weightlab.ops.results import CurveResult, DiagnosisResult, MergeResult
+
+Params = dict[str, Any] | list[str] | None
+
+
+def _prepare(checkpoints, matcher, matcher_param, normalizer, normalizer_param, data, data_dir,
+             device, calibration_samples, need_data=False):
+    """Models, components, data (when someone needs it), calibration loader and graph."""
+    loaded = load_checkpoints(checkpoints, device)
+    m = component("matchers", matcher, matcher_param)
+    n = component("normalizers", normalizer, normalizer_param)
+    wants = need_data or any(c is not None and c.needs_data for c in (m, n))
+    bundle = load_bundle(loaded.ckpts[0], data, data_dir, loaded.device) if wants else None
+    require_data(m, "matcher", bundle)
+    require_data(n, "normalizer", bundle)
+    calib = bundle.loader("calibration", batch_size=500, num_samples=calibration_samples) \
+        if bundle is not None else None
+    graph = None
+    if m is not None and m.needs_graph:
+        graph = trace_graph(loaded.models[0], loaded.ckpts[0], loaded.device)
+    return loaded, m, n, bundle, calib, graph
+
+
+@operation("merge", out="file")
+def merge(
+    checkpoints: Annotated[list[CheckpointLike], Opt("two or more checkpoints; all are aligned "
+                                                     "to the first", input=True)],
+    out: Annotated[Path | None, Opt("merged checkpoint to write (none: not saved)")] = None,
+    matcher: Annotated[Any, Opt("identity, weight, activation, zipit, cca, … or a Matcher")
+                       ] = "weight",
+    matcher_param: Annotated[Params, Opt("matcher parameters")] = None,
+    normalizer: Annotated[Any, Opt("reset_bn, repair, rescale, … or a Normalizer")] = None,
+    normalizer_param: Annotated[Params, Opt("normalizer parameters")] = None,
+    alpha: Annotated[float | None, Opt("weight of the second model (two models)", min=0,
+                                       max=1)] = None,
+    weights: Annotated[list[float] | str | None, Opt("per-model weights")] = None,
+    data: Annotated[str | None, Opt("dataset (default: the checkpoints')")] = None,
+    data_dir: Annotated[Path | None, Opt("dataset root")] = None,
+    calibration_samples: Annotated[int, Opt("training images for data-driven matchers and "
+                                            "normalizers", min=1)] = 4096,
+    evaluate: Annotated[bool, Opt("test accuracy of the inputs and the result")] = True,
+    device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
+    force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
+) -> MergeResult:
+    """Align N models to the first, average them, optionally re-normalize; write a plain
+    checkpoint of the same architecture with the provenance in its header."""
+    from weightlab import checkpoint as ckpt_io
+    from weightlab.evaluate import evaluate as run_eval
+    from weightlab.merging import merge as run_merge
+    from weightlab.merging import normalize_weights
+
+    if len(checkpoints) < 2:
+        raise UsageError(f"checkpoints: merge needs at least two, got {len(checkpoints)}")
+    if out is not None:
+        check_writable(out, force)
+    w = normalize_weights(_floats(weights, "weights"), len(checkpoints), alpha)
+    loaded, m, n, bundle, calib, graph = _prepare(
+        checkpoints, matcher, matcher_param, normalizer, normalizer_param, data, data_dir,
+        device, calibration_samples, need_data=evaluate)
+    res = run_merge(loaded.models, w, matcher=m, graph=graph, match_data=calib, normalizer=n,
+                    calibration=calib)
+    ck0 = loaded.ckpts[0]
+    rows: list[dict[str, Any]] = []
+    metrics = {}
+    if bundle is not None and evaluate:
+        test = bundle.loader("test", batch_size=1000)
+        for p, net in zip(loaded.paths, loaded.models):
+            rows.append({"model": p, **run_eval(net, test)})
+        metrics = {"test": run_eval(res.model, test)}
+        rows.append({"model": f"merged → {out}" if out else "merged", **metrics["test"]})
+    prov = {"kind": "merged", "sources": loaded.paths, "weights": w,
+            "matcher": describe(m), "normalizer": describe(n),
+            "calibration_samples": calibration_samples if calib is not None else 0}
+    ck = ckpt_io.from_model(res.model, ck0.model, data=ck0.data, metrics=metrics,
+                            provenance=prov)
+    if out is not None:
+        ckpt_io.save(ck, out, force=force)
+    return MergeResult({"out": str(out) if out else None, "weights": w, "evaluation": rows,
+                        "provenance": prov}, model=res.model, checkpoint=ck,
+                       aligned=res.aligned, alignments=res.alignments)
+
+
+def _floats(value: Any, field: str) -> list[float] | None:
+    if value is None or value == "":
+        return None
+    items = value.split(",") if isinstance(value, str) else list(value)
+    try:
+        return [float(x) for x in items]
+    except (TypeError, ValueError):
+        raise UsageError(f"{field}={value!r}: expected numbers such as 0.5,0.5") from None
+
+
+@operation("interpolate")
+def interpolate(
+    model_a: Annotated[CheckpointLike, Opt("first endpoint", input=True)],
+    model_b: Annotated[CheckpointLike, Opt("second endpoint (aligned to the first)",
+                                           input=True)],
+    matcher: Annotated[Any, Opt("identity, weight, activation, … or a Matcher")] = "weight",
+    matcher_param: Annotated[Params, Opt("matcher parameters")] = None,
+    normalizer: Annotated[Any, Opt("reset_bn, repair, rescale, … or a Normalizer")] = None,
+    normalizer_param: Annotated[Params, Opt("normalizer parameters")] = None,
+    points: Annotated[int, Opt("α values in linspace(0, 1, n)", min=2)] = 11,
+    splits: Annotated[list[str] | str, Opt("train, test or both")] = "train,test",
+    train_samples: Annotated[int, Opt("training images evaluated per α", min=1)] = 10000,
+    data: Annotated[str | None, Opt("dataset (default: the checkpoints')")] = None,
+    data_dir: Annotated[Path | None, Opt("dataset root")] = None,
+    calibration_samples: Annotated[int, Opt("training images for data-driven matchers and "
+                                            "normalizers", min=1)] = 4096,
+    plot: Annotated[Path | None, Opt("PNG to write (default: none)")] = None,
+    device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
+    force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
+) -> CurveResult:
+    """Loss and top-1 along θ(α) = (1−α)θ_A + α·align(θ_B) on train and test, with the loss
+    and accuracy barriers."""
+    from weightlab.interpolation import curve
+
+    wanted = [s.strip() for s in (splits.split(",") if isinstance(splits, str) else splits)
+              if s.strip()]
+    bad = [s for s in wanted if s not in ("train", "test")]
+    if bad or not wanted:
+        raise UsageError(f"splits={splits!r}: expected a comma list of train, test")
+    check_writable(plot, force)
+    loaded, m, n, bundle, calib, graph = _prepare(
+        [model_a, model_b], matcher, matcher_param, normalizer, normalizer_param, data,
+        data_dir, device, calibration_samples, need_data=True)
+    alignment = m.match(graph, loaded.models[0], loaded.models[1], calib) \
+        if m is not None and m.needs_graph else None
+    loaders = {}
+    if "train" in wanted:
+        loaders["train"] = bundle.loader("calibration", batch_size=1000,
+                                         num_samples=train_samples, seed=1)
+    if "test" in wanted:
+        loaders["test"] = bundle.loader("test", batch_size=1000)
+    alphas = [i / (points - 1) for i in range(points)]
+    res = curve(loaded.models[0], loaded.models[1], loaders, alphas, alignment=alignment,
+                graph=graph, normalizer=n, calibration=calib)
+    res.update({"matcher": m.name if m else "identity", "normalizer": n.name if n else None,
+                "models": loaded.paths, "splits": wanted})
+    if plot is not None:
+        from weightlab.plotting import plot_curve
+
+        plot_curve(plot, res, wanted)
+    return CurveResult(res, plot=plot)
+
+
+@operation("diagnose")
+def diagnose(
+    checkpoints: Annotated[list[CheckpointLike], Opt("endpoint models (merging) or the "
+                                                     "original (with pruned)", input=True)],
+    merged: Annotated[CheckpointLike | None, Opt("a merged checkpoint to diagnose",
+                                                 input=True)] = None,
+    pruned: Annotated[CheckpointLike | None, Opt("a pruned checkpoint to diagnose",
+                                                 input=True)] = None,
+    matcher: Annotated[Any, Opt("merge on the fly with this matcher (α = ½) when no merged "
+                                "model is given")] = None,
+    matcher_param: Annotated[Params, Opt("matcher parameters")] = None,
+    normalizer: Annotated[Any, Opt("normalizer for the on-the-fly merge")] = None,
+    normalizer_param: Annotated[Params, Opt("normalizer parameters")] = None,
+    samples: Annotated[int, Opt("test images measured", min=1)] = 2048,
+    data: Annotated[str | None, Opt("dataset (default: the checkpoints')")] = None,
+    data_dir: Annotated[Path | None, Opt("dataset root")] = None,
+    calibration_samples: Annotated[int, Opt("training images for data-driven matchers and "
+                                            "normalizers", min=1)] = 4096,
+    plot: Annotated[Path | None, Opt("PNG of E_l against relative depth")] = None,
+    device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
+    force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
+) -> DiagnosisResult:
+    """The vanishing feature: per-layer input-induced magnitude m_l and the ratio E_l of a
+    merged (or pruned) model to its references, against relative depth."""
+    from weightlab.diagnose import diagnose as run_diag
+    from weightlab.merging import check_compatible
+    from weightlab.merging import merge as run_merge
+
+    if pruned is not None and (merged is not None or len(checkpoints) != 1):
+        raise UsageError("pruned: takes exactly one original checkpoint and no merged model")
+    if pruned is None and len(checkpoints) < 2:
+        raise UsageError("checkpoints: diagnose needs two or more endpoints (merging) or one "
+                         "original with pruned=P")
+    check_writable(plot, force)
+    target_in = pruned if pruned is not None else merged
+    on_the_fly = target_in is None
+    loaded, m, n, bundle, calib, graph = _prepare(
+        checkpoints, (matcher or "identity") if on_the_fly else None, matcher_param,
+        normalizer if on_the_fly else None, normalizer_param, data, data_dir, device,
+        calibration_samples, need_data=True)
+    refs = loaded.models
+    if on_the_fly:
+        w = [1.0 / len(refs)] * len(refs)
+        target = run_merge(refs, w, matcher=m, graph=graph, match_data=calib, normalizer=n,
+                           calibration=calib).model
+        label = f"merged ({m.name}{' + ' + n.name if n else ''})"
+    else:
+        tl = load_checkpoints([target_in], loaded.device, check=False)
+        target, tck = tl.models[0], tl.ckpts[0]
+        check_compatible([loaded.ckpts[0].state, tck.state], [loaded.paths[0], tl.paths[0]])
+        label = "pruned" if pruned is not None else "merged"
+    test = bundle.loader("test", batch_size=500)
+    res = run_diag(refs, target, test, input_shape=loaded.ckpts[0].model["input_shape"],
+                   samples=samples, labels=loaded.paths)
+    res["target_label"] = label
+    if plot is not None:
+        from weightlab.plotting import plot_vanishing
+
+        plot_vanishing(plot, res)
+    return DiagnosisResult(res, plot=plot, target=target)
+

@@ -1,0 +1,134 @@
+"""``train``: one model, a pair or K models from a model name or a training recipe."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Annotated, Any
+
+from weightlab.errors import UsageError
+from weightlab.ops.registry import Opt, operation
+from weightlab.ops.results import TrainResult
+
+Params = dict[str, Any] | list[str] | None
+
+
+@operation("train", out="dir")
+def train(
+    model: Annotated[str | None, Opt("model name, e.g. cifar_resnet20, mlp (or the recipe's)")
+                     ] = None,
+    recipe: Annotated[str | None, Opt("a recipe name from recipes/train or a TOML path")
+                      ] = None,
+    data: Annotated[str | None, Opt("dataset name (default: the recipe's, else digits)")
+                    ] = None,
+    data_dir: Annotated[Path | None, Opt("dataset root")] = None,
+    out: Annotated[Path | None, Opt("run directory (default runs/<model>-<data>-s<seed>)")
+                   ] = None,
+    pair: Annotated[bool, Opt("train two models (seeds s, s+1)")] = False,
+    models: Annotated[int | None, Opt("train K models side by side", min=1)] = None,
+    same_init: Annotated[bool | None, Opt("all models start from one init")] = None,
+    epochs: Annotated[int | None, Opt("training epochs", min=1)] = None,
+    batch_size: Annotated[int | None, Opt("images per step", min=1)] = None,
+    lr: Annotated[float | None, Opt("peak learning rate")] = None,
+    schedule: Annotated[str | None, Opt("multistep|cosine|linear|onecycle|constant")] = None,
+    seed: Annotated[int | None, Opt("seed of the first model")] = None,
+    save_epochs: Annotated[str | list[int] | None, Opt("epochs to keep")] = None,
+    train_param: Annotated[Params, Opt("any training setting (weight_decay, milestones …)")
+                           ] = None,
+    model_param: Annotated[Params, Opt("model parameters", aliases=("param",))] = None,
+    heldout: Annotated[int | None, Opt("training images held out", min=0)] = None,
+    lmc_freq: Annotated[float | None, Opt("LMC of models 1 and 2 every this fraction")] = None,
+    lmc_points: Annotated[int | None, Opt("α values per LMC curve", min=2)] = None,
+    lmc_matcher: Annotated[str | None, Opt("align model 2 first for LMC")] = None,
+    lmc_normalizer: Annotated[str | None, Opt("normalizer of each interpolated model")] = None,
+    lmc_param: Annotated[Params, Opt("LMC settings")] = None,
+    batched: Annotated[bool | None, Opt("K models in one vmapped step")] = None,
+    compile_: Annotated[bool | None, Opt("torch.compile the training forward",
+                                         aliases=("compile",))] = None,
+    cuda_graphs: Annotated[bool | None, Opt("replay steps as CUDA graphs")] = None,
+    amp: Annotated[str | None, Opt("bf16 autocast: auto, on, off")] = None,
+    channels_last: Annotated[str | None, Opt("auto, on, off")] = None,
+    device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
+    resume: Annotated[bool, Opt("continue an interrupted run", runner=True)] = False,
+    resume_every: Annotated[int, Opt("write the resume state every N iterations", min=0)] = 0,
+    wandb_mode: Annotated[str, Opt("online|offline|disabled")] = "disabled",
+    force: Annotated[bool, Opt("retrain over existing models", runner=True)] = False,
+    download: Annotated[bool, Opt("fetch the dataset if missing")] = False,
+    log: Any = None,
+) -> TrainResult:
+    """Train one model, a pair, or K models; checkpoints and metrics.jsonl go to the run
+    directory. ``log`` (a callable taking one line) receives what the run says it does."""
+    from weightlab import device as devmod
+    from weightlab import plugins
+    from weightlab.data.bundle import load_data
+    from weightlab.ops.common import param_dict
+    from weightlab.params import build_params
+    from weightlab.training import recipes
+    from weightlab.training.config import SpeedOptions, TrainConfig
+    from weightlab.training.lmc import LMCConfig, summary_row
+    from weightlab.training.logging import WANDB_MODES, read_jsonl
+    from weightlab.training.loop import TrainJob
+    from weightlab.training.loop import train as run_train
+
+    say = log or (lambda msg: None)
+    if wandb_mode not in WANDB_MODES:
+        raise UsageError(f"wandb_mode={wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    rec = recipes.load(recipe) if recipe else recipes.Recipe("", Path())
+    model = model or rec.model
+    if not model:
+        raise UsageError("model: name a model or a recipe")
+    data = data or rec.data or "digits"
+    values = {**rec.train, **param_dict(train_param)}
+    if isinstance(save_epochs, list):
+        save_epochs = ",".join(map(str, save_epochs))
+    for k, v in {"epochs": epochs, "batch_size": batch_size, "lr": lr, "schedule": schedule,
+                 "seed": seed, "save_epochs": save_epochs}.items():
+        if v is not None:
+            values[k] = v
+    cfg = build_params(TrainConfig, values, prefix="train.")
+    speed_values = dict(rec.speed)
+    for k, v in {"amp": amp, "channels_last": channels_last, "compile": compile_,
+                 "cuda_graphs": cuda_graphs,
+                 "batched": None if batched is None else ("on" if batched else "off")}.items():
+        if v is not None:
+            speed_values[k] = v
+    speed = build_params(SpeedOptions, speed_values, prefix="speed.")
+    lmc_values = {**rec.lmc, **param_dict(lmc_param)}
+    for k, v in {"freq": lmc_freq, "points": lmc_points, "matcher": lmc_matcher,
+                 "normalizer": lmc_normalizer}.items():
+        if v is not None:
+            lmc_values[k] = v
+    lmc = build_params(LMCConfig, lmc_values, prefix="lmc.") if lmc_values else None
+    k_models = models or (2 if pair else rec.models or 1)
+    if lmc is not None and k_models < 2:
+        raise UsageError("lmc_freq measures between models 1 and 2: train a pair or K models")
+    model_params = {**rec.model_params, **param_dict(model_param)}
+    plugins.registry().create("models", model, model_params)  # name and parameters, before data
+    dev = devmod.resolve(device)
+    main = int(os.environ.get("RANK", "0")) == 0
+    bundle = load_data(data, data_dir=data_dir, device=dev, download=download,
+                       heldout=heldout if heldout is not None else rec.heldout or 0)
+    default_name = f"{rec.name}-s{cfg.seed}" if rec.name else f"{model}-{data}-s{cfg.seed}"
+    run_dir = Path(out) if out else Path("runs") / default_name
+    finals = [run_dir / f"model_{k + 1}.safetensors" for k in range(k_models)]
+    if not resume and not force and any(f.exists() for f in finals):
+        raise UsageError(f"{run_dir} already holds trained models; pass force=True to retrain "
+                         f"or resume=True to continue")
+    if resume and not (run_dir / "resume.pt").is_file() and main:
+        say(f"no resume state in {run_dir}; starting from scratch")
+    same = same_init if same_init is not None else bool(rec.same_init)
+    job = TrainJob(model, model_params, bundle, cfg, run_dir, num_models=k_models,
+                   same_init=same, device=dev, wandb_mode=wandb_mode, speed=speed, lmc=lmc,
+                   resume_every=resume_every)
+    if main:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+        where = f"{world} processes" if world > 1 else dev
+        say(f"training {k_models} × {model} on {bundle.name} ({len(bundle.train_idx)} images) "
+            f"for {cfg.epochs} epochs on {where} → {run_dir}")
+    ckpts = run_train(job, resume=resume, force=force)
+    rows = [{"model": str(c.path), "test_top1": c.metrics.get("test", {}).get("top1"),
+             "test_loss": c.metrics.get("test", {}).get("loss")} for c in ckpts]
+    lmc_rows = [summary_row(r) for r in read_jsonl(run_dir / "metrics.jsonl") if "lmc" in r] \
+        if main and (run_dir / "metrics.jsonl").exists() else []
+    return TrainResult({"models": rows, "lmc": lmc_rows} if lmc_rows else rows,
+                       checkpoints=ckpts, run_dir=run_dir)
