@@ -285,7 +285,7 @@ def pair_efficiency(model, bundle, device, batch, steps, warmup, rounds, speed) 
 def time_to_accuracy(model, bundle, device, batch, target, max_epochs, workers, speed) -> dict:
     """Train from the same init with the same per-iteration lr until test top-1 ≥ target;
     evaluation time is excluded on both sides."""
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
     from weightlab.training import engines
     from weightlab.training.distributed import DistInfo
     from weightlab.training.schedules import lr_factor

@@ -213,5 +213,5 @@ def test_heldout_split_is_seeded_and_disjoint_from_train():
     assert len(cal[0]) == 300 and torch.equal(cal[0], cal[1]) and not torch.equal(cal[0], cal[2])
     with pytest.raises(DataError, match="no held-out split"):
         load_data("digits").loader("heldout")
-    with pytest.raises(DataError, match=r"--heldout 1437 must be in \[0, 1437\)"):
+    with pytest.raises(DataError, match=r"heldout=1437 must be in \[0, 1437\)"):
         load_data("digits", heldout=1437)

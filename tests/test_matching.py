@@ -16,7 +16,7 @@ from weightlab.alignment import permute_model, random_permutation
 from weightlab.checkpoint import load_model
 from weightlab.data.bundle import load_data
 from weightlab.errors import ParamError, UsageError
-from weightlab.evaluate import evaluate
+from weightlab.metrics import evaluate
 from weightlab.graph import trace
 from weightlab.matching.features import collect_feature_stats
 

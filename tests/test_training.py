@@ -35,7 +35,7 @@ def test_mlp_learns_digits(digits, tmp_path):
     assert test["top1"] >= 0.96 and test["loss"] < 0.15
     assert ck.metrics["train"]["top1"] > 0.97
     net, saved = ckpt_io.load_model(tmp_path / "model_1.safetensors")
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     again = evaluate(net, digits.loader("test"))
     assert again["top1"] == pytest.approx(test["top1"]) and again["samples"] == 360

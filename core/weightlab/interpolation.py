@@ -79,7 +79,7 @@ def curve(model_a: nn.Module, model_b: nn.Module, loaders: dict[str, Any],
     With a normalizer, each interpolated model is corrected against the two endpoints with
     weights (1 − α, α) before it is evaluated (at every α, endpoints included, for a
     consistent curve)."""
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     a_, b = aligned_pair(model_a, model_b, alignment, graph)
     sa, sb = a_.state_dict(), b.state_dict()

@@ -42,7 +42,7 @@ def plot_curve(path: str | Path, res: dict, splits: list[str]) -> Path:
 
 
 def plot_vanishing(path: str | Path, res: dict) -> Path:
-    """E_l against relative depth (the result of ``weightlab.diagnose``)."""
+    """E_l against relative depth (the result of ``weightlab.vanishing``)."""
 
     def draw(fig, ax):
         ax.plot(res["relative_depth"], res["ratio"], marker="o", label=res["target_label"])

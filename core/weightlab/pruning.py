@@ -227,7 +227,7 @@ def one_shot(dense: nn.Module, pruner: Any, sparsity: float, *,
     Returns the final model, the full masks (old ones of other parameters kept) and a record:
     metrics (dense, pruned, normalized), sparsity report, timings and the pruner's report.
     """
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     masks = dict(masks or {})
     model = copy.deepcopy(dense)
@@ -273,7 +273,7 @@ def sweep(dense: nn.Module, pruner: Any, sparsities: Sequence[float], *,
     :func:`one_shot` run. The analysis time is recorded once, as ``seconds["analyze"]`` of the
     first record (absent when the pruner has no analysis). ``on_result(s, model, masks,
     record)`` lets the caller save each pruned model as soon as it exists."""
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     if not hasattr(pruner, "prune"):
         raise UsageError(f"sweep: expected one pruner (an object with prune()), got "

@@ -25,7 +25,7 @@ def evaluate(
     from weightlab import checkpoint as ckpt_io
     from weightlab import device as devmod
     from weightlab.data.bundle import load_data
-    from weightlab.evaluate import evaluate as run_eval
+    from weightlab.metrics import evaluate as run_eval
 
     if split not in SPLITS:
         raise UsageError(f"split={split!r}: expected test, train or heldout")

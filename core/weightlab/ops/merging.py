@@ -65,7 +65,7 @@ def merge(
     """Align N models to the first, average them, optionally re-normalize; write a plain
     checkpoint of the same architecture with the provenance in its header."""
     from weightlab import checkpoint as ckpt_io
-    from weightlab.evaluate import evaluate as run_eval
+    from weightlab.metrics import evaluate as run_eval
     from weightlab.merging import merge as run_merge
     from weightlab.merging import normalize_weights
 
@@ -187,7 +187,7 @@ def diagnose(
 ) -> DiagnosisResult:
     """The vanishing feature: per-layer input-induced magnitude m_l and the ratio E_l of a
     merged (or pruned) model to its references, against relative depth."""
-    from weightlab.diagnose import diagnose as run_diag
+    from weightlab.vanishing import diagnose as run_diag
     from weightlab.merging import check_compatible
     from weightlab.merging import merge as run_merge
 

@@ -71,7 +71,7 @@ def flops(
     """Parameters and FLOPs per layer and in total, dense and non-zero (sparse models)."""
     from weightlab import checkpoint as ckpt_io
     from weightlab import plugins
-    from weightlab.flops import count
+    from weightlab.flopcount import count
 
     masks = None
     if Path(str(target)).suffix == ".safetensors" or Path(str(target)).is_file():

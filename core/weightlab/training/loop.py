@@ -117,7 +117,7 @@ class _Run:
         self.main = dist.is_main
 
     def run(self, resume: bool, progress: bool, on_epoch) -> list[ckpt_io.Checkpoint]:
-        from weightlab.evaluate import evaluate
+        from weightlab.metrics import evaluate
 
         job, cfg, data, dist = self.job, self.job.cfg, self.data, self.dist
         if self.main:

@@ -63,7 +63,7 @@ def test_no_layer_is_emptied():
 
 def _trained_accuracy(prune):
     from weightlab.checkpoint import load_model
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     spec = dict(TRAINED)
     (path,) = testing.trained(spec.pop("model"), spec.pop("data"), **spec)

@@ -4,7 +4,7 @@ import pytest
 import torch
 from weightlab import checkpoint, testing
 from weightlab.data.bundle import load_data
-from weightlab.evaluate import evaluate
+from weightlab.metrics import evaluate
 from weightlab_repair.bias_calibration import BiasCalibration
 from weightlab_repair.places import find_places
 from weightlab_repair.repair import Repair, Rescale, targets

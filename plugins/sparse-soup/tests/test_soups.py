@@ -138,7 +138,7 @@ def test_greedy_soup_never_loses_held_out_accuracy_to_its_best_ingredient():
     ingredients 98.5% / 98.4%, uniform soup 89.7%, greedy soup = ingredient 1, 98.5%."""
     from weightlab.checkpoint import load_model
     from weightlab.data.bundle import load_data
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     data_dir = testing.shared_data_dir("MNIST")
     paths = testing.trained("mlp", "mnist", data_dir=data_dir, epochs=2, train={"lr": 0.05},

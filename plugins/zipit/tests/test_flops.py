@@ -1,4 +1,4 @@
-"""FLOP and parameter counts at the models' real input size: weightlab.flops against the
+"""FLOP and parameter counts at the models' real input size: weightlab.flopcount against the
 published sizes, against an independent count (torch.utils.flop_counter), through
 ``weightlab flops``, and for partially merged models."""
 
@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 from weightlab import testing
 from weightlab.alignment import random_permutation
-from weightlab.flops import count
+from weightlab.flopcount import count
 from weightlab.graph import trace
 from weightlab_cli.main import main
 from weightlab_zipit.partial import MergePoint, build_partial
@@ -51,7 +51,7 @@ def test_flops_command_agrees(capsys):
 @pytest.mark.parametrize("k", [0, 3, 9, 22])
 def test_partial_model_flops_are_counted_like_a_model(k):
     """A partially merged cifar_resnet20 (22 conv/linear layers) costs one model plus its
-    first k layers again in weightlab.flops (what PFM reports). Torch's counter agrees once
+    first k layers again in weightlab.flopcount (what PFM reports). Torch's counter agrees once
     the merge points are added: they are not conv/linear layers and are left out of the
     accounting (for a permutation or ZipIt! a channel average; implemented here as a dense
     C × C product per model and position, which is what torch counts)."""

@@ -1,10 +1,10 @@
-"""Preserve-first merging sweeps on MNIST, and their cost accounting against weightlab.flops."""
+"""Preserve-first merging sweeps on MNIST, and their cost accounting against weightlab.flopcount."""
 
 from __future__ import annotations
 
 import torch
 from weightlab import testing
-from weightlab.flops import count
+from weightlab.flopcount import count
 from weightlab.graph import trace
 from weightlab_zipit.pfm import sweep
 
@@ -26,7 +26,7 @@ def test_pfm_accuracy_rises_with_k(mnist_pair):
 
 
 def test_pfm_cost_is_weightlab_flops(mnist_pair):
-    """Extra FLOPs of k preserved layers = 2 × their MACs in weightlab.flops' per-layer rows
+    """Extra FLOPs of k preserved layers = 2 × their MACs in weightlab.flopcount' per-layer rows
     (preserved layers run twice); params likewise; k = L − 1 costs almost two models."""
     _, _, models = mnist_pair
     graph = trace(models[0], torch.zeros(2, 1, 28, 28))
@@ -70,7 +70,7 @@ def test_bias_calibration_counts_only_the_merged_layers_of_a_partial_model(mnist
         assert torch.allclose(b1, factors[-1] * b0)
     assert sorted(factors) == [0.25, 0.5, 1.0, 1.0, 1.0]  # two preserved copies, h = 1, 2, 3
     data = testing.tiny_data("mnist", data_dir=root)
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     test = data.loader("test", batch_size=1000, num_samples=2000)
     acc_net, acc_fixed = evaluate(net, test)["top1"], evaluate(fixed, test)["top1"]

@@ -14,9 +14,9 @@ ROWS = ("soup", "best ingredient", "mean ingredient", "IMP", "ensemble")
 
 
 def flops(model, input_shape, masks) -> dict | None:
-    """Dense and non-zero FLOPs from ``weightlab.flops.count`` when the core provides it."""
+    """Dense and non-zero FLOPs from ``weightlab.flopcount.count`` when the core provides it."""
     try:
-        from weightlab.flops import count
+        from weightlab.flopcount import count
     except ImportError:
         return None
     r = count(model, tuple(input_shape), masks=masks or None)
@@ -25,7 +25,7 @@ def flops(model, input_shape, masks) -> dict | None:
 
 def measure(model, masks, test, heldout, input_shape) -> dict[str, Any]:
     from weightlab.checkpoint import sparsity_report
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     keep = ("loss", "top1", "top5")
     out: dict[str, Any] = {"test": {k: v for k, v in evaluate(model, test).items() if k in keep}}

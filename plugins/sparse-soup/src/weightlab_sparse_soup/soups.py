@@ -83,7 +83,7 @@ def greedy_soup(models: Sequence[nn.Module], heldout, masks: Sequence[Masks] | N
     """Greedy soup (Wortsman et al. 2022, Alg. 1): sort by held-out accuracy; start from the best
     ingredient; add the next one when the soup's held-out accuracy does not drop. The held-out
     loader comes from the training set — the test set never chooses anything."""
-    from weightlab.evaluate import evaluate
+    from weightlab.metrics import evaluate
 
     if heldout is None:
         raise UsageError("a greedy soup needs held-out data from the training set "

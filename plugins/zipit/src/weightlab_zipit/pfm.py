@@ -6,7 +6,7 @@ One alignment (one calibration pass for data-driven matchers) serves every k. Fo
 partially merged model is optionally corrected by a normalizer; REPAIR-style normalizers get
 as references the same structure computing model A and model B (each expressed in the merged
 space, weights (1, 0) and (0, 1)), so the preserved copies are left as they are and the merged
-remainder is pulled to the interpolated statistics. Cost is counted with weightlab.flops at
+remainder is pulled to the interpolated statistics. Cost is counted with weightlab.flopcount at
 the model's real input size: the preserved layers count twice; the merge points (a channel
 average, no weights) are not conv/linear layers and are not counted.
 """
@@ -18,8 +18,8 @@ from typing import Any
 
 from torch import nn
 from weightlab.alignment import Alignment
-from weightlab.evaluate import evaluate
-from weightlab.flops import count
+from weightlab.metrics import evaluate
+from weightlab.flopcount import count
 from weightlab.graph.spaces import FeatureGraph
 
 from weightlab_zipit.joint import joint_form
