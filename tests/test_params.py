@@ -71,7 +71,7 @@ def test_dashes_in_keys_and_assignments():
 
     assert build_params(Q, {"max-iter": "5"}).max_iter == 5
     assert parse_assignments(["a=1", "b = x=y", "c="]) == {"a": "1", "b": "x=y", "c": ""}
-    with pytest.raises(ParamError, match="--param 'novalue': expected key=value"):
+    with pytest.raises(ParamError, match="parameter 'novalue': expected key=value"):
         parse_assignments(["novalue"])
 
 

@@ -51,9 +51,10 @@ def test_full_size_validates(name):
     code, text = _run("run", RECIPES / f"{name}.toml", "--dry-run", "--json")
     assert code == 0
     steps = json.loads(text)["steps"]
-    assert all("--quick" not in s["argv"] for s in steps)
-    trains = [" ".join(s["argv"]) for s in steps if s["do"] == "train"]
-    assert trains and all("--recipe vf-cifar10-" in t for t in trains)  # the seed's settings
+    assert all("quick" not in s["options"] for s in steps)
+    trains = [s["options"] for s in steps if s["do"] == "train"]
+    # the seed's settings
+    assert trains and all(str(t.get("recipe", "")).startswith("vf-cifar10-") for t in trains)
 
 
 def test_every_recipe_runs_quick_and_reports(quick):

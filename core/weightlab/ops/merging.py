@@ -208,7 +208,9 @@ def diagnose(
         w = [1.0 / len(refs)] * len(refs)
         target = run_merge(refs, w, matcher=m, graph=graph, match_data=calib, normalizer=n,
                            calibration=calib).model
-        label = f"merged ({m.name}{' + ' + n.name if n else ''})"
+        # the normalizer as the caller named it ("none" included: recipes' matrices say it)
+        named = normalizer if isinstance(normalizer, str) else (n.name if n else None)
+        label = f"merged ({m.name}{' + ' + named if named else ''})"
     else:
         tl = load_checkpoints([target_in], loaded.device, check=False)
         target, tck = tl.models[0], tl.ckpts[0]

@@ -23,7 +23,7 @@ from weightlab.ops.results import Result
 Params = dict[str, Any] | list[str] | None
 
 
-@operation("pfm", out="file")
+@operation("pfm")
 def pfm(
     model_a: Annotated[CheckpointLike, Opt("first model (the merged space is its space)",
                                            input=True)],
