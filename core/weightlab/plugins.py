@@ -50,13 +50,16 @@ def _entry_points() -> list[tuple[md.EntryPoint, md.Distribution | None]]:
     same distribution twice on sys.path."""
     seen: set[tuple[str, str]] = set()
     out = []
-    for dist in md.distributions():
-        dname = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or (dname, ep.name) in seen:
-                continue
-            seen.add((dname, ep.name))
-            out.append((ep, dist))
+    # entry_points(group=…) reads every distribution's entry_points.txt but only the metadata
+    # of the distributions in the group (md.distributions() parsed all ~100 METADATA files:
+    # 0.3 s of every listing)
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        dname = ((dist.metadata["Name"] if dist else None) or "").lower().replace("_", "-")
+        if (dname, ep.name) in seen:
+            continue
+        seen.add((dname, ep.name))
+        out.append((ep, dist))
     return sorted(out, key=lambda x: x[0].name)
 
 

@@ -5,13 +5,11 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 
-import torch
-from torch.nn.modules.batchnorm import _BatchNorm
 from weightlab.components import Normalizer
 from weightlab.errors import UsageError
+from weightlab.lazy import no_grad
 
 from weightlab_repair.repair import SAMPLES
-from weightlab_repair.stats import calibration_batches
 
 
 class ResetBN(Normalizer):
@@ -32,8 +30,12 @@ class ResetBN(Normalizer):
     class Params:
         samples: int = SAMPLES
 
-    @torch.no_grad()
+    @no_grad
     def apply(self, model, references, weights, data, graph=None):
+        from torch.nn.modules.batchnorm import _BatchNorm
+
+        from weightlab_repair.stats import calibration_batches
+
         net = copy.deepcopy(model)
         bns = [m for m in net.modules() if isinstance(m, _BatchNorm) and m.track_running_stats]
         if not bns:
