@@ -83,12 +83,13 @@ def train(
     from weightlab.training import recipes
     from weightlab.training.config import SpeedOptions, TrainConfig
     from weightlab.training.lmc import LMCConfig
-    from weightlab.training.logging import WANDB_MODES
+    from weightlab.training.logging import WANDB_MODES, check_wandb
     from weightlab.training.loop import TrainJob
     from weightlab.training.loop import train as run_train
 
     if wandb_mode not in WANDB_MODES:
         raise UsageError(f"--wandb-mode {wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    check_wandb(wandb_mode)  # installed? before the banner and the run directory
     rec = recipes.load(recipe) if recipe else recipes.Recipe("", Path())
     model = model or rec.model
     if not model:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import threading
 import time
@@ -99,11 +100,32 @@ def train(job: TrainJob, *, resume: bool = False, progress: bool = True,
           registry=None, force: bool = False) -> list[ckpt_io.Checkpoint]:
     """Train the job's models; returns their final checkpoints (written to the run directory;
     under torchrun only rank 0 writes, and the other ranks return an empty list)."""
+    from weightlab.training.logging import check_wandb
+
+    check_wandb(job.wandb_mode)  # before anything is written
+    created = not job.run_dir.exists()
     dist = dist_mod.setup(job.device)
     try:
         return _Run(job, dist, registry).run(resume, progress, on_epoch)
+    except BaseException:
+        _remove_if_empty(job.run_dir, created)
+        raise
     finally:
         dist_mod.teardown(dist)
+
+
+def _remove_if_empty(run_dir: Path, created: bool) -> None:
+    """A run that failed or was interrupted before writing anything (data loading, wandb start)
+    leaves no empty run directory behind; wandb's own start-up files do not count."""
+    if not created or not run_dir.is_dir():
+        return
+    wandb_dir = run_dir / "wandb"
+    if any(p != wandb_dir for p in run_dir.iterdir()):
+        return
+    if wandb_dir.exists():
+        shutil.rmtree(wandb_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 class _Run:
