@@ -150,7 +150,8 @@ def interpolate(
     res = curve(loaded.models[0], loaded.models[1], loaders, alphas, alignment=alignment,
                 graph=graph, normalizer=n, calibration=calib)
     res.update({"matcher": matcher, "normalizer": normalizer,
-                "models": [str(model_a), str(model_b)]})
+                "models": [str(model_a), str(model_b)],
+                "model": loaded.ckpts[0].model["name"], "data": bundle.name})
     if plot is not None:
         _plot_curve(plot, res, wanted)
     if json_out:
@@ -168,19 +169,9 @@ def interpolate(
 
 
 def _plot_curve(path: Path, res: dict, splits: list[str]) -> None:
-    from weightlab.plotting import save_png
+    from weightlab.plotting import interpolation_figure
 
-    def draw(fig, ax):
-        for s in splits:
-            ax.plot(res["alpha"], [100 * v for v in res[s]["top1"]], marker="o", label=s)
-        ax.set_xlabel("α (0 = model A, 1 = aligned model B)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        title = res["matcher"] + (f" + {res['normalizer']}" if res["normalizer"] else "")
-        ax.set_title(f"linear interpolation: {title}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-
-    save_png(path, draw)
+    interpolation_figure([res], path, splits=splits)
 
 
 def diagnose(
@@ -234,6 +225,10 @@ def diagnose(
     res = run_diag(refs, target, test, input_shape=loaded.ckpts[0].model["input_shape"],
                    samples=samples, labels=[str(p) for p in checkpoints])
     res["target_label"] = label
+    res.update({"model": loaded.ckpts[0].model["name"], "data": bundle.name,
+                "target_path": str(target_path) if target_path else None,
+                "matcher": matcher if on_the_fly else None,
+                "normalizer": normalizer if on_the_fly else None})
     if plot is not None:
         _plot_ratio(plot, res)
     if json_out:
@@ -262,18 +257,9 @@ def diagnose(
 
 
 def _plot_ratio(path: Path, res: dict) -> None:
-    from weightlab.plotting import save_png
+    from weightlab.plotting import diagnose_figure
 
-    def draw(fig, ax):
-        ax.plot(res["relative_depth"], res["ratio"], marker="o", label=res["target_label"])
-        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
-        ax.set_xlabel("relative depth")
-        ax.set_ylabel("E_l = m_l(target) / m_l(references)")
-        ax.set_title("vanishing feature")
-        ax.grid(alpha=0.3)
-        ax.legend()
-
-    save_png(path, draw)
+    diagnose_figure([res], path)
 
 
 def flops(
