@@ -5,7 +5,13 @@ from __future__ import annotations
 
 import shutil
 
+import pytest
 from weightlab.catalogue import load_catalogue
+
+
+@pytest.fixture(autouse=True)
+def no_columns(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)  # an explicit width would still be honoured
 
 
 def test_piped_tables_keep_long_cells_on_one_line(cli):
