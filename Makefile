@@ -15,6 +15,7 @@ $(STAMP): pyproject.toml constraints.txt $(wildcard plugins/*/pyproject.toml)
 	test -d $(VENV) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
 	$(PY) -m pip install -q -c constraints.txt -e '.[dev,docs]' $(foreach p,$(PLUGIN_DIRS),-e $(p))
+	$(PY) scripts/src_paths.py
 	touch $(STAMP)
 
 demo: setup

@@ -71,7 +71,7 @@ def _data(samples: int, device: str):
 def obs_prune(finv, layout, names, params, sparsity, masks):
     """Scores, joint masks and OBS update from a given block inverse (the shared tail)."""
     from weightlab import pruning
-    from weightlab_woodfisher.base import split_flat
+    from weightlab.pruners import split_flat
 
     w = torch.cat([params[n].detach().flatten() for n in names]).to(finv.dtype)
     diag = layout.to_flat(torch.diagonal(finv, dim1=-2, dim2=-1))

@@ -16,9 +16,9 @@ from weightlab.alignment import permute_model, random_permutation
 from weightlab.checkpoint import load_model
 from weightlab.data.bundle import load_data
 from weightlab.errors import ParamError, UsageError
-from weightlab.metrics import evaluate
 from weightlab.graph import trace
 from weightlab.matching.features import collect_feature_stats
+from weightlab.metrics import evaluate
 
 
 def matcher(name: str, **params):

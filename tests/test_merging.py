@@ -8,9 +8,9 @@ import pytest
 import torch
 from weightlab import checkpoint as ckpt_io
 from weightlab import testing
-from weightlab.vanishing import diagnose
 from weightlab.flopcount import count
 from weightlab.interpolation import average_states, barriers
+from weightlab.vanishing import diagnose
 from weightlab_cli.main import main
 
 

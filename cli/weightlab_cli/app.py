@@ -9,6 +9,7 @@ from weightlab_cli import (
     evaluate_cmd,
     import_cmd,
     merge_cmd,
+    plot_cmd,
     plugins_cmd,
     prune_cmd,
     run_cmd,
@@ -27,6 +28,7 @@ app.command("show")(components_cmd.show_component)
 app.command("train")(train_cmd.train)
 app.command("evaluate")(evaluate_cmd.evaluate)
 app.command("import")(import_cmd.import_checkpoint)
+app.command("plot")(plot_cmd.plot)
 
 # Command groups of their own modules: merge/interpolate/diagnose/flops, prune, run (and
 # `plugins new`).

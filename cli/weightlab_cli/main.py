@@ -50,6 +50,17 @@ def as_flags(message: str, command, args: list[str]) -> str:
     return message
 
 
+def _one_line_warnings() -> None:
+    """Warnings (a misspelled plugin in WEIGHTLAB_DISABLE_PLUGINS, …) as ``warning: …`` on
+    stderr, without the source line Python prints by default."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"warning: {message}", file=file or sys.stderr)
+
+    warnings.showwarning = show
+
+
 def main(argv: list[str] | None = None) -> int:
     import typer
     from weightlab.errors import WeightlabError
@@ -57,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     from weightlab_cli.app import app
 
     exits, aborts, click_errors = _click_exceptions()
+    _one_line_warnings()
 
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("WEIGHTLAB_DEBUG") == "1"

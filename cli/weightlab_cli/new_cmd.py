@@ -35,8 +35,10 @@ def new_plugin(
     typer.echo(str(dest))
     for f in written:
         typer.echo(f"  {f}")
-    info(f"next: pip install -e {dest} && pytest {dest}/tests && "
-         f"weightlab show {n['kind']} {n['component']}")
+    # the test extra brings pytest: an author's environment with weightlab alone has none
+    # one unwrapped line, to copy as it is (rich would fold it at the terminal's width)
+    typer.echo(f"next: pip install -e '{dest}[test]' && pytest {dest}/tests && "
+               f"weightlab show {n['kind']} {n['component']}", err=True)
 
 
 def _warn_if_taken(n: dict[str, str]) -> None:

@@ -32,3 +32,10 @@ def weightlab_register_operations():
     from weightlab.ops import CORE_OPERATIONS
 
     return CORE_OPERATIONS
+
+
+@hookimpl
+def weightlab_register_pruners():
+    from weightlab.pruners import PRUNERS
+
+    return PRUNERS

@@ -154,9 +154,23 @@ def save(ckpt: Checkpoint, path: str | Path, *, force: bool = False) -> Path:
     return path
 
 
+def _directory_message(path: Path, shown: int = 8) -> str:
+    """A run directory given where a checkpoint file is expected: name the checkpoints in it."""
+    found = sorted(p.name for p in path.glob("*.safetensors"))
+    if not found:
+        found = sorted(str(p.relative_to(path)) for p in path.glob("*/*.safetensors"))
+    if not found:
+        return f"{path} is a directory with no checkpoint (*.safetensors) in it"
+    listed = ", ".join(found[:shown]) + (f", … ({len(found)} in all)" if len(found) > shown
+                                         else "")
+    return f"{path} is a directory, not a checkpoint; its checkpoints: {listed}"
+
+
 def read_header(path: str | Path) -> dict[str, Any]:
     """The JSON header alone (cheap: no tensor is read)."""
     path = Path(path)
+    if path.is_dir():
+        raise CheckpointError(_directory_message(path))
     if not path.is_file():
         raise CheckpointError(f"{path}: no such checkpoint")
     try:

@@ -31,10 +31,20 @@ def _default(o: Any) -> Any:
     return str(o)
 
 
+# piped or redirected stdout (`make demo | cat`, a log file): rich would assume 80 columns and
+# fold checkpoint paths mid-name; a wide console lets every table take its natural width (an
+# explicit COLUMNS, as the docs generator sets, still wins)
+PIPED_WIDTH = 10_000
+
+
 def stdout_console():
+    import os
+
     from rich.console import Console
 
-    return Console(soft_wrap=False)
+    if sys.stdout.isatty() or os.environ.get("COLUMNS", "").isdigit():
+        return Console(soft_wrap=False)
+    return Console(soft_wrap=False, width=PIPED_WIDTH)
 
 
 def stderr_console():

@@ -1,56 +1,225 @@
-"""PNG plots written atomically with matplotlib's Agg backend (no display needed)."""
+"""Figures for papers, written atomically as PNG with matplotlib's Agg backend (no display).
+
+- :func:`interpolation_figure`: loss and top-1 along θ(α) = (1−α)θ_A + α·align(θ_B), one
+  panel each, several configurations (naive, weight matching, + REPAIR …) overlaid; the
+  endpoints' mean accuracy as the reference line the accuracy barrier is measured from.
+- :func:`diagnose_figure`: the vanishing-feature ratio E_ℓ = m_ℓ(target) / mean_i m_ℓ(model_i)
+  against relative depth (reference line E_ℓ = 1), and each model's m_ℓ (log scale).
+- :func:`plot_files`: either figure from the JSON that ``interpolate --json`` and
+  ``diagnose --json`` print (``weightlab plot``).
+
+Accuracy axes span 0–100 % and ratio axes start at 0: a 5 % dip stays a 5 % dip.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import json
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from weightlab.atomic import atomic_path
+from weightlab.errors import UsageError
+
+SPLIT_STYLE = {"test": "-", "train": "--"}
 
 
-def save_png(path: str | Path, draw: Callable, *, size=(6.4, 4.2)) -> Path:
+def save_png(path: str | Path, draw: Callable, *, size=(6.4, 4.2), ncols: int = 1) -> Path:
+    """Call ``draw(fig, ax)`` (``ax`` a list when ``ncols`` > 1) and write the PNG; ``draw``
+    may return the (left, bottom, right, top) figure area the axes are laid out in."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=size)
+    fig, ax = plt.subplots(1, ncols, figsize=size, squeeze=True)
     try:
-        draw(fig, ax)
-        fig.tight_layout()
+        rect = draw(fig, list(ax) if ncols > 1 else ax)  # a figure-level legend returns the
+        fig.tight_layout(rect=rect)                      # area left for the axes
         with atomic_path(path) as tmp:
-            fig.savefig(tmp, format="png", dpi=120)
+            fig.savefig(tmp, format="png", dpi=150)
     finally:
         plt.close(fig)
     return Path(path)
 
 
-def plot_curve(path: str | Path, res: dict, splits: list[str]) -> Path:
-    """Top-1 along the interpolation path (the result of ``weightlab.interpolate``)."""
-
-    def draw(fig, ax):
-        for s in splits:
-            ax.plot(res["alpha"], [100 * v for v in res[s]["top1"]], marker="o", label=s)
-        ax.set_xlabel("α (0 = model A, 1 = aligned model B)")
-        ax.set_ylabel("top-1 accuracy (%)")
-        title = res["matcher"] + (f" + {res['normalizer']}" if res["normalizer"] else "")
-        ax.set_title(f"linear interpolation: {title}")
-        ax.grid(alpha=0.3)
-        ax.legend()
-
-    return save_png(path, draw)
+def short_name(path: str) -> str:
+    """``runs/pair/model_1.safetensors`` → ``pair/model_1``."""
+    p = Path(path)
+    return f"{p.parent.name}/{p.stem}" if p.parent.name else p.stem
 
 
-def plot_vanishing(path: str | Path, res: dict) -> Path:
-    """E_l against relative depth (the result of ``weightlab.vanishing``)."""
+def config_label(res: dict[str, Any]) -> str:
+    """The configuration a result was computed with: ``naive``, ``weight``, ``weight + repair``."""
+    if res.get("label"):
+        return str(res["label"])
+    matcher = res.get("matcher") or "identity"
+    name = "naive" if matcher == "identity" else matcher
+    return name + (f" + {res['normalizer']}" if res.get("normalizer") else "")
 
-    def draw(fig, ax):
-        ax.plot(res["relative_depth"], res["ratio"], marker="o", label=res["target_label"])
-        ax.axhline(1.0, color="gray", lw=0.8, ls="--")
-        ax.set_xlabel("relative depth")
-        ax.set_ylabel("E_l = m_l(target) / m_l(references)")
-        ax.set_title("vanishing feature")
-        ax.grid(alpha=0.3)
-        ax.legend()
 
-    return save_png(path, draw)
+def _subject(results: Sequence[dict[str, Any]], paths_key: str) -> str:
+    """'mlp on digits: pair/model_1 ↔ pair/model_2' from what the results record."""
+    first = results[0]
+    where = " on ".join(x for x in (first.get("model"), first.get("data")) if x)
+    models = first.get(paths_key) or []
+    pair = " ↔ ".join(short_name(m) for m in models[:3]) + (" …" if len(models) > 3 else "")
+    return ": ".join(x for x in (where, pair) if x)
+
+
+def accuracy_floor(values_pct: Sequence[float], span: float = 20.0) -> float:
+    """Lower y-limit of an accuracy axis that ends at 100 %: a multiple of 10 at least 5
+    points below the lowest value, and at least ``span`` points below 100 — so the axis is
+    never auto-scaled to 95–100 % (where a 5 % dip looks like a collapse)."""
+    import math
+
+    low = min(values_pct) - 5.0
+    return max(0.0, min(10.0 * math.floor(low / 10.0), 100.0 - span))
+
+
+def interpolation_figure(results: Sequence[dict[str, Any]], path: str | Path, *,
+                         splits: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """Loss (left) and top-1 (right) against α for each result of
+    :func:`weightlab.interpolation.curve`; one colour per configuration, test solid and train
+    dashed. Accuracy spans 0–100 %, with the endpoints' mean test accuracy ½(A(0) + A(1)) of
+    the first result as the dotted reference."""
+    import matplotlib.pyplot as plt
+
+    splits = list(splits or [s for s in ("test", "train") if s in results[0]])
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def draw(fig, axes):
+        ax_loss, ax_acc = axes
+        for i, res in enumerate(results):
+            color = colors[i % len(colors)]
+            for s in splits:
+                if s not in res:
+                    continue
+                label = f"{config_label(res)} ({s})" if len(splits) > 1 else config_label(res)
+                ax_loss.plot(res["alpha"], res[s]["loss"], SPLIT_STYLE.get(s, "-"),
+                             marker="o", ms=3, color=color, label=label)
+                ax_acc.plot(res["alpha"], [100 * v for v in res[s]["top1"]],
+                            SPLIT_STYLE.get(s, "-"), marker="o", ms=3, color=color, label=label)
+        ref_split = "test" if "test" in results[0] else splits[0]
+        top1 = results[0][ref_split]["top1"]
+        ax_acc.axhline(50 * (top1[0] + top1[-1]), color="gray", ls=":", lw=1,
+                       label=r"endpoints' mean $\frac{1}{2}(A_0 + A_1)$ (" + ref_split + ")")
+        ax_loss.set_ylabel(r"loss $L(\alpha)$ (cross-entropy)")
+        ax_acc.set_ylabel(r"top-1 accuracy $A(\alpha)$ (%)")
+        ax_loss.set_ylim(bottom=0)
+        shown = [100 * v for r in results for s in splits if s in r for v in r[s]["top1"]]
+        ax_acc.set_ylim(accuracy_floor(shown), 100)
+        for ax in axes:
+            ax.set_xlabel(r"$\alpha$  (0 = model A, 1 = aligned model B)")
+            ax.set_xlim(0, 1)
+            ax.grid(alpha=0.3)
+        handles, names = ax_acc.get_legend_handles_labels()
+        rows = -(-len(handles) // 4)
+        fig.legend(handles, names, loc="lower center", ncol=min(4, len(handles)), fontsize=8,
+                   frameon=False)
+        fig.suptitle(title or f"Linear interpolation — {_subject(results, 'models')}",
+                     fontsize=11)
+        return (0, 0.045 * rows + 0.02, 1, 1)
+
+    return save_png(path, draw, size=(11, 4.2 + 0.2 * max(0, len(results) - 1)), ncols=2)
+
+
+def diagnose_label(res: dict[str, Any]) -> str:
+    """The legend name of a diagnostic: its label, else the configuration of a merge made on
+    the fly, else the diagnosed checkpoint's name (``merged: naive``)."""
+    if res.get("label"):
+        return str(res["label"])
+    if res.get("target_path"):
+        return f"{res.get('target_label', 'target')}: {Path(res['target_path']).stem}"
+    return str(res.get("target_label") or config_label(res))
+
+
+def diagnose_figure(results: Sequence[dict[str, Any]], path: str | Path, *,
+                    title: str | None = None) -> Path:
+    """E_ℓ against relative depth for each result of :func:`weightlab.vanishing.diagnose`
+    (left; E_ℓ = 1: the target keeps its references' input-induced features), and the
+    magnitudes m_ℓ of the references (gray) and targets (right, log scale)."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+
+    def draw(fig, axes):
+        ax_ratio, ax_m = axes
+        top = 1.0
+        for i, res in enumerate(results):
+            color = colors[i % len(colors)]
+            label = diagnose_label(res)
+            ax_ratio.plot(res["relative_depth"], res["ratio"], marker="o", ms=3, color=color,
+                          label=label)
+            ax_m.plot(res["relative_depth"], res["target"]["m"], marker="o", ms=3,
+                      color=color, label=label)
+            top = max(top, *res["ratio"])
+        first = results[0]
+        for j, ref in enumerate(first["references"]):
+            names = first.get("labels") or []
+            ref_label = short_name(names[j]) if j < len(names) else f"model {j + 1}"
+            ax_m.plot(first["relative_depth"], ref["m"], color="gray", lw=1,
+                      ls=["-", "--", ":", "-."][j % 4], label=ref_label)
+        ax_ratio.axhline(1.0, color="gray", ls=":", lw=1, label=r"$E_\ell = 1$ (no loss)")
+        ax_ratio.set_ylim(0, 1.1 * top)
+        ax_ratio.set_ylabel(r"$E_\ell = m_\ell(\mathrm{target})\,/\,"
+                            r"\overline{m}_\ell(\mathrm{references})$")
+        ax_m.set_yscale("log")
+        ticker = plt.matplotlib.ticker
+        ax_m.yaxis.set_major_locator(ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+        ax_m.yaxis.set_major_formatter(ticker.FormatStrFormatter("%g"))
+        ax_m.yaxis.set_minor_formatter(ticker.NullFormatter())
+        ax_m.set_ylabel(r"$m_\ell = \mathrm{mean}_x\,\|f_\ell(x) - f_\ell(0)\|_2/\sqrt{n_\ell}$")
+        for ax in axes:
+            ax.set_xlabel(r"relative depth $\ell / (L-1)$")
+            ax.set_xlim(0, 1)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=8)
+        fig.suptitle(title or f"Vanishing feature — {_subject(results, 'labels')}",
+                     fontsize=11)
+
+    return save_png(path, draw, size=(11, 4.2), ncols=2)
+
+
+def result_kind(res: Any) -> str:
+    """'interpolation' or 'diagnose' for a result dict; UsageError otherwise."""
+    if isinstance(res, dict) and "alpha" in res:
+        return "interpolation"
+    if isinstance(res, dict) and "ratio" in res and "relative_depth" in res:
+        return "diagnose"
+    raise UsageError("expected the JSON that 'weightlab interpolate --json' or "
+                     "'weightlab diagnose --json' prints (keys alpha, or ratio and "
+                     "relative_depth)")
+
+
+def load_result(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        res = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise UsageError(f"{path}: no such file") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as e:
+        raise UsageError(f"{path}: not JSON ({e})") from None
+    try:
+        result_kind(res)
+    except UsageError as e:
+        raise UsageError(f"{path}: {e}") from None
+    return res
+
+
+def plot_files(paths: Sequence[str | Path], out: str | Path, *,
+               labels: Sequence[str] | None = None, title: str | None = None) -> Path:
+    """One figure overlaying the results saved in ``paths`` (all interpolations, or all
+    diagnostics); ``labels`` rename the configurations in the legend."""
+    results = [load_result(p) for p in paths]
+    if labels:
+        if len(labels) != len(results):
+            raise UsageError(f"{len(labels)} labels for {len(results)} results; give one "
+                             f"label per result")
+        results = [{**r, "label": lbl} for r, lbl in zip(results, labels, strict=True)]
+    kinds = {result_kind(r) for r in results}
+    if len(kinds) > 1:
+        raise UsageError("cannot overlay interpolation and diagnose results in one figure")
+    if kinds == {"interpolation"}:
+        return interpolation_figure(results, out, title=title)
+    return diagnose_figure(results, out, title=title)

@@ -44,8 +44,46 @@ class PluginState:
     operations: dict[str, list[Any]] = field(default_factory=dict)
 
 
+class PluginWarning(UserWarning):
+    """Something about the plugin set-up the user should hear of (a misspelled name in
+    WEIGHTLAB_DISABLE_PLUGINS); the CLI prints it as one ``warning:`` line."""
+
+
 def _disabled() -> set[str]:
     return {p.strip() for p in os.environ.get(DISABLE_ENV, "").split(",") if p.strip()}
+
+
+def _catalogue_kinds() -> dict[str, list[str]]:
+    """Plugin name → component kinds, from registry.toml (empty when it cannot be read)."""
+    from weightlab.catalogue import load_catalogue
+    from weightlab.errors import WeightlabError
+
+    try:
+        return {p["name"]: list(p["kinds"]) for p in load_catalogue()}
+    except WeightlabError:
+        return {}
+
+
+def _note_disabled(state: PluginState, disabled: set[str]) -> None:
+    """Tell the registry which plugins are disabled (an unknown component then says which
+    disabled plugin may provide it); warn about names that match no installed plugin."""
+    found = [n for n, i in state.plugins.items() if i.status == "disabled"]
+    if found:
+        kinds = _catalogue_kinds()
+        state.registry.disabled = {n: kinds.get(n, []) for n in found}
+        state.registry.disabled_by = f"{DISABLE_ENV}={os.environ.get(DISABLE_ENV, '')}"
+    unknown = sorted(disabled - set(state.plugins) - {BUILTIN})
+    if unknown:
+        import difflib
+        import warnings
+
+        hints = []
+        for name in unknown:
+            close = difflib.get_close_matches(name, list(state.plugins), 1)
+            hints.append(f"{name!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+        warnings.warn(f"{DISABLE_ENV} names no installed plugin {', '.join(hints)}; installed: "
+                      f"{', '.join(n for n in state.plugins if n != BUILTIN)}", PluginWarning,
+                      stacklevel=3)
 
 
 def _entry_points() -> list[tuple[md.EntryPoint, md.Distribution | None]]:
@@ -53,13 +91,16 @@ def _entry_points() -> list[tuple[md.EntryPoint, md.Distribution | None]]:
     same distribution twice on sys.path."""
     seen: set[tuple[str, str]] = set()
     out = []
-    for dist in md.distributions():
-        dname = (dist.metadata["Name"] or "").lower().replace("_", "-")
-        for ep in dist.entry_points:
-            if ep.group != ENTRY_POINT_GROUP or (dname, ep.name) in seen:
-                continue
-            seen.add((dname, ep.name))
-            out.append((ep, dist))
+    # entry_points(group=…) reads every distribution's entry_points.txt but only the metadata
+    # of the distributions in the group (md.distributions() parsed all ~100 METADATA files:
+    # 0.3 s of every listing)
+    for ep in md.entry_points(group=ENTRY_POINT_GROUP):
+        dist = ep.dist
+        dname = ((dist.metadata["Name"] if dist else None) or "").lower().replace("_", "-")
+        if (dname, ep.name) in seen:
+            continue
+        seen.add((dname, ep.name))
+        out.append((ep, dist))
     return sorted(out, key=lambda x: x[0].name)
 
 
@@ -178,6 +219,7 @@ def load(extra: list[tuple[str, Any]] | None = None, *, entry_points: bool = Tru
                 info.status, info.error = "broken", f"{type(e).__name__}: {e}"
                 continue
         _register(state, name, obj, components)
+    _note_disabled(state, disabled)
     return state
 
 

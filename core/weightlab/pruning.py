@@ -25,8 +25,8 @@ from torch import nn
 
 from weightlab.checkpoint import apply_masks, sparsity_report
 from weightlab.errors import UsageError, WeightlabError
+from weightlab.pruners.base import SELECTIONS
 
-SELECTIONS = ("joint", "per_layer")
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 

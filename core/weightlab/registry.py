@@ -26,6 +26,10 @@ class Entry:
 class Registry:
     entries: dict[str, dict[str, list[Entry]]] = field(
         default_factory=lambda: {k: {} for k in KINDS})
+    # plugins the user disabled → the kinds they provide (from registry.toml; [] if unknown),
+    # and the setting that disabled them: an unknown component names them
+    disabled: dict[str, list[str]] = field(default_factory=dict)
+    disabled_by: str = ""
 
     def add(self, kind: str, cls: Any, plugin: str) -> Entry:
         base = BASES[kind]
@@ -83,7 +87,20 @@ class Registry:
         close = difflib.get_close_matches(name, known, 3, 0.6)
         hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
         shown = ", ".join(sorted(table)) or "none registered"
-        raise UnknownComponentError(f"unknown {singular} '{requested}'{hint} (known: {shown})")
+        raise UnknownComponentError(f"unknown {singular} '{requested}'{hint} (known: {shown})"
+                                    f"{self._disabled_hint(kind, plugin)}")
+
+    def _disabled_hint(self, kind: str, plugin: str | None) -> str:
+        """'; plugin 'zipit' (matchers) is disabled by WEIGHTLAB_DISABLE_PLUGINS=zipit' when a
+        disabled plugin may provide the component."""
+        suspects = [n for n, kinds in self.disabled.items()
+                    if n == plugin or kind in kinds or not kinds]
+        if not suspects:
+            return ""
+        names = ", ".join(f"'{n}'" + (f" ({', '.join(self.disabled[n])})"
+                                      if self.disabled[n] else "") for n in suspects)
+        verb = "is" if len(suspects) == 1 else "are"
+        return f"; plugin {names} {verb} disabled by {self.disabled_by}"
 
     def get(self, kind: str, name: str) -> type[Component]:
         return self.entry(kind, name).cls

@@ -4,18 +4,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from weightlab.components import Dataset
 from weightlab.errors import DataError
 from weightlab.params import param
+
+if TYPE_CHECKING:  # numpy and torch load with the data, not when datasets are listed
+    import numpy as np
 
 CIFAR_MEAN = (0.4914, 0.4822, 0.4465)
 CIFAR_STD = (0.2023, 0.1994, 0.2010)
 
 
 def _torch(x: np.ndarray, y: np.ndarray):
+    import numpy as np
     import torch
 
     # a writable C-contiguous copy only when needed (IDX data comes from read-only buffers)
@@ -181,6 +184,7 @@ class Digits(Dataset):
     n_test = 360
 
     def load(self, data_dir, split, download=False):
+        import numpy as np
         from sklearn.datasets import load_digits
 
         d = load_digits()
@@ -217,6 +221,8 @@ class Synthetic(Dataset):
         self.std = (0.25,) * p.channels
 
     def load(self, data_dir, split, download=False):
+        import numpy as np
+
         p = self.params
         rng = np.random.default_rng(p.seed)
         protos = rng.uniform(0, 255, size=(p.classes, *self.input_shape))

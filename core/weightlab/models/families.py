@@ -7,10 +7,19 @@ import math
 from dataclasses import dataclass
 
 from weightlab.components import Model
+from weightlab.errors import UsageError
 from weightlab.models.init import INIT_SCHEMES
 from weightlab.params import param
 
 _INIT = param("default", "initialization scheme", choices=INIT_SCHEMES)
+
+
+def blocks_per_stage(depth: int) -> int:
+    """n of a CIFAR ResNet-(6n+2); any other depth is an error (checked when the name is read,
+    before torch loads)."""
+    if depth < 8 or (depth - 2) % 6:
+        raise UsageError(f"cifar ResNet depth {depth} is not 6n+2 (20, 32, 44, 56, 110, …)")
+    return (depth - 2) // 6
 
 
 class CifarVGGModel(Model):
@@ -83,8 +92,6 @@ class CifarResNetModel(Model):
 
     @classmethod
     def name_groups_to_params(cls, g):
-        from weightlab.models.resnet import blocks_per_stage
-
         out = {"depth": int(g["depth"])}
         blocks_per_stage(out["depth"])  # a depth that is not 6n+2 is an error, here and now
         kind = g.get("kind")

@@ -1,16 +1,22 @@
 """Initialization schemes: ``default`` (PyTorch's), ``vgg_init``, ``lecun_normal``."""
 
-import math
+from __future__ import annotations
 
-from torch import nn
+import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # torch loads when a model is built, not when the families are listed
+    from torch import nn
 
 INIT_SCHEMES = ("default", "vgg_init", "lecun_normal")
-_NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
 
 def initialize(model: nn.Module, scheme: str) -> nn.Module:
     if scheme == "default":
         return model
+    from torch import nn
+
+    norms = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
     for m in model.modules():
         if isinstance(m, (nn.Conv2d, nn.Linear)):
             if scheme == "vgg_init":
@@ -24,7 +30,7 @@ def initialize(model: nn.Module, scheme: str) -> nn.Module:
                 nn.init.normal_(m.weight, 0.0, 1.0 / math.sqrt(fan_in))
             if m.bias is not None:
                 nn.init.zeros_(m.bias)
-        elif isinstance(m, _NORMS) or type(m).__name__ == "ChannelLayerNorm":
+        elif isinstance(m, norms) or type(m).__name__ == "ChannelLayerNorm":
             if getattr(m, "weight", None) is not None:
                 nn.init.ones_(m.weight)
                 nn.init.zeros_(m.bias)

@@ -8,14 +8,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from weightlab.errors import UsageError
+from weightlab.models.families import blocks_per_stage
 from weightlab.models.layers import norm2d
 
-
-def blocks_per_stage(depth: int) -> int:
-    if depth < 8 or (depth - 2) % 6:
-        raise UsageError(f"cifar ResNet depth {depth} is not 6n+2 (20, 32, 44, 56, 110, …)")
-    return (depth - 2) // 6
+__all__ = ["BasicBlock", "CifarResNet", "blocks_per_stage"]
 
 
 class BasicBlock(nn.Module):

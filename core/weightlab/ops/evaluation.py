@@ -33,11 +33,6 @@ def evaluate(
     bundles: dict[str, Any] = {}
     rows = []
     for path in map(Path, checkpoints):
-        if path.is_dir():
-            found = sorted(p.name for p in path.glob("*.safetensors"))
-            listing = (f"; it holds {', '.join(found)}" if found
-                       else "; it holds no .safetensors checkpoint")
-            raise UsageError(f"{path}: is a directory, expected a checkpoint file{listing}")
         net, ck = ckpt_io.load_model(path, dev)
         name = data or ck.data.get("name")
         if not name:

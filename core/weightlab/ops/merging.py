@@ -65,9 +65,9 @@ def merge(
     """Align N models to the first, average them, optionally re-normalize; write a plain
     checkpoint of the same architecture with the provenance in its header."""
     from weightlab import checkpoint as ckpt_io
-    from weightlab.metrics import evaluate as run_eval
     from weightlab.merging import merge as run_merge
     from weightlab.merging import normalize_weights
+    from weightlab.metrics import evaluate as run_eval
 
     if len(checkpoints) < 2:
         raise UsageError(f"checkpoints: merge needs at least two, got {len(checkpoints)}")
@@ -155,11 +155,12 @@ def interpolate(
     res = curve(loaded.models[0], loaded.models[1], loaders, alphas, alignment=alignment,
                 graph=graph, normalizer=n, calibration=calib)
     res.update({"matcher": m.name if m else "identity", "normalizer": n.name if n else None,
-                "models": loaded.paths, "splits": wanted})
+                "models": loaded.paths, "splits": wanted,
+                "model": loaded.ckpts[0].model["name"], "data": bundle.name})
     if plot is not None:
-        from weightlab.plotting import plot_curve
+        from weightlab.plotting import interpolation_figure
 
-        plot_curve(plot, res, wanted)
+        interpolation_figure([res], plot, splits=wanted)
     return CurveResult(res, plot=plot)
 
 
@@ -187,9 +188,9 @@ def diagnose(
 ) -> DiagnosisResult:
     """The vanishing feature: per-layer input-induced magnitude m_l and the ratio E_l of a
     merged (or pruned) model to its references, against relative depth."""
-    from weightlab.vanishing import diagnose as run_diag
     from weightlab.merging import check_compatible
     from weightlab.merging import merge as run_merge
+    from weightlab.vanishing import diagnose as run_diag
 
     if pruned is not None and (merged is not None or len(checkpoints) != 1):
         raise UsageError("pruned: takes exactly one original checkpoint and no merged model")
@@ -220,9 +221,13 @@ def diagnose(
     res = run_diag(refs, target, test, input_shape=loaded.ckpts[0].model["input_shape"],
                    samples=samples, labels=loaded.paths)
     res["target_label"] = label
+    res.update({"model": loaded.ckpts[0].model["name"], "data": bundle.name,
+                "target_path": None if on_the_fly else tl.paths[0],
+                "matcher": m.name if on_the_fly and m else None,
+                "normalizer": n.name if on_the_fly and n else None})
     if plot is not None:
-        from weightlab.plotting import plot_vanishing
+        from weightlab.plotting import diagnose_figure
 
-        plot_vanishing(plot, res)
+        diagnose_figure([res], plot)
     return DiagnosisResult(res, plot=plot, target=target)
 

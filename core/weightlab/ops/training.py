@@ -66,13 +66,14 @@ def train(
     from weightlab.training import recipes
     from weightlab.training.config import SpeedOptions, TrainConfig
     from weightlab.training.lmc import LMCConfig, summary_row
-    from weightlab.training.logging import WANDB_MODES, read_jsonl
+    from weightlab.training.logging import WANDB_MODES, check_wandb, read_jsonl
     from weightlab.training.loop import TrainJob
     from weightlab.training.loop import train as run_train
 
     say = log or (lambda msg: None)
     if wandb_mode not in WANDB_MODES:
         raise UsageError(f"wandb_mode={wandb_mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    check_wandb(wandb_mode)  # installed? before the banner and the run directory
     rec = recipes.load(recipe) if recipe else recipes.Recipe("", Path())
     model = model or rec.model
     if not model:

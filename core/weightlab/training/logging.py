@@ -15,13 +15,7 @@ class MetricLog:
         self.path = path
         self._wandb = None
         if wandb_mode != "disabled":
-            try:
-                import wandb  # imported only when asked for
-            except ImportError:
-                from weightlab.errors import UsageError
-
-                raise UsageError(f"wandb_mode={wandb_mode!r}: wandb is not installed "
-                                 f"(pip install wandb)") from None
+            wandb = check_wandb(wandb_mode)
             self._wandb = wandb.init(project=project, name=run_name, mode=wandb_mode,
                                      config=wandb_config or {}, dir=str(path.parent))
 
@@ -35,6 +29,23 @@ class MetricLog:
     def close(self) -> None:
         if self._wandb is not None:
             self._wandb.finish()
+
+
+def check_wandb(mode: str) -> Any:
+    """The wandb module for ``mode`` (None when disabled); a one-line UsageError for an unknown
+    mode or a missing wandb — called before a run writes anything."""
+    from weightlab.errors import UsageError
+
+    if mode not in WANDB_MODES:
+        raise UsageError(f"wandb_mode={mode!r}: expected one of {', '.join(WANDB_MODES)}")
+    if mode == "disabled":
+        return None
+    try:
+        import wandb  # imported only when asked for
+    except ImportError:
+        raise UsageError(f"wandb_mode={mode}: wandb is not installed (pip install wandb; "
+                         f"`make setup` installs it)") from None
+    return wandb
 
 
 def scalars(record: dict[str, Any], prefix: str = "") -> dict[str, float]:

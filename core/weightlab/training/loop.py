@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import shutil
 import signal
 import threading
 import time
@@ -99,11 +100,32 @@ def train(job: TrainJob, *, resume: bool = False, progress: bool = True,
           registry=None, force: bool = False) -> list[ckpt_io.Checkpoint]:
     """Train the job's models; returns their final checkpoints (written to the run directory;
     under torchrun only rank 0 writes, and the other ranks return an empty list)."""
+    from weightlab.training.logging import check_wandb
+
+    check_wandb(job.wandb_mode)  # before anything is written
+    created = not job.run_dir.exists()
     dist = dist_mod.setup(job.device)
     try:
         return _Run(job, dist, registry).run(resume, progress, on_epoch)
+    except BaseException:
+        _remove_if_empty(job.run_dir, created)
+        raise
     finally:
         dist_mod.teardown(dist)
+
+
+def _remove_if_empty(run_dir: Path, created: bool) -> None:
+    """A run that failed or was interrupted before writing anything (data loading, wandb start)
+    leaves no empty run directory behind; wandb's own start-up files do not count."""
+    if not created or not run_dir.is_dir():
+        return
+    wandb_dir = run_dir / "wandb"
+    if any(p != wandb_dir for p in run_dir.iterdir()):
+        return
+    if wandb_dir.exists():
+        shutil.rmtree(wandb_dir, ignore_errors=True)
+    with contextlib.suppress(OSError):
+        run_dir.rmdir()
 
 
 class _Run:
@@ -156,7 +178,7 @@ class _Run:
                         run_name=job.run_dir.name) if self.main else None
         info = model_info(job, self.registry)
         final_metrics: list[dict] = [{} for _ in nets]
-        bar = _progress(progress and self.main, total, it)
+        bar = _progress(progress and self.main, total, it, engine)
         stack = contextlib.ExitStack()
         lr = cfg.lr * lr_factor(cfg, max(0, it - 1), total)
         try:
@@ -172,13 +194,15 @@ class _Run:
                     n.train()
                 if not first:  # mid-epoch resume: the sums came with the resume state
                     engine.sums.zero_()
+                if bar is not None:
+                    bar.set(epoch=f"{epoch + 1}/{cfg.epochs}")
                 for i, batches in enumerate(zip(*loaders), start=first):
                     lr = cfg.lr * lr_factor(cfg, it, total)
                     global_b = min(cfg.batch_size, n_train - i * cfg.batch_size)
                     engine.step(batches, lr, dist.world / global_b)
                     it += 1
                     if bar is not None:
-                        bar.advance(1)
+                        bar.advance(1, items=global_b)
                     if lmc_points and lmc_points[0][1] == it:
                         self._lmc(meter, nets, lmc_points.pop(0)[0], it, steps, log)
                     periodic = bool(job.resume_every) and it % job.resume_every == 0
@@ -332,9 +356,22 @@ def _save_ckpt(job: TrainJob, info, net, k: int, metrics: dict, epoch: int | Non
     return c
 
 
-def _progress(enabled: bool, total: int, done: int):
+def _progress(enabled: bool, total: int, done: int, engine: engines.Engine):
+    """The training bar: epoch, the running epoch's training loss and top-1 (read from the
+    engine's on-device sums once per refresh), img/s, ETA."""
     if not enabled:
         return None
     from weightlab.progress import StepBar
 
-    return StepBar("training", total, done)
+    def stats() -> dict:
+        s = engine.sums.detach().cpu()  # K × [Σ loss, Σ correct, n]
+        if float(s[0, 2]) == 0:
+            return {"loss": None, "top-1": None}
+        loss, top1 = (s[:, 0] / s[:, 2]).tolist(), (s[:, 1] / s[:, 2]).tolist()
+        if len(loss) == 1:
+            return {"loss": loss[0], "top-1": top1[0]}
+        # K models side by side: each model's value, model 1 first
+        return {"loss": "/".join(f"{v:.3f}" for v in loss),
+                "top-1": "/".join(f"{100 * v:.1f}%" for v in top1)}
+
+    return StepBar("training", total, done, unit="img", stats=stats)

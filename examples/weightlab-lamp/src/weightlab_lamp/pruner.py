@@ -4,13 +4,14 @@ pruning", ICLR)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
-from weightlab import pruning
-from weightlab.checkpoint import apply_masks
 from weightlab.components import Pruner
 from weightlab.params import param
+
+if TYPE_CHECKING:  # torch loads in the functions: listing and `weightlab show` stay fast
+    import torch
+    from torch import nn
 
 
 def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
@@ -24,6 +25,8 @@ def lamp_scores(weight: torch.Tensor) -> torch.Tensor:
     weight of a layer scores 1, so no layer is ever emptied. Ties keep index order (a stable
     sort) so that the scores are deterministic.
     """
+    import torch
+
     sq = weight.detach().flatten().double().pow(2)
     sorted_sq, order = torch.sort(sq, stable=True)
     # Σ_{v ≥ u}: suffix sums of the ascending squares
@@ -68,6 +71,10 @@ class LampPruner(Pruner):
         return {n: lamp_scores(params[n]) for n in names}
 
     def prune(self, model, sparsity, masks, data=None):
+        import torch
+        from weightlab import pruning
+        from weightlab.checkpoint import apply_masks
+
         p = self.params
         names = pruning.prunable_names(model, skip_first=p.skip_first, skip_last=p.skip_last)
         old = pruning.full_masks(model, names, masks)

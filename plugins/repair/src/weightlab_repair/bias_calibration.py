@@ -5,28 +5,28 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
 from weightlab.components import Normalizer
 from weightlab.errors import UsageError
+from weightlab.lazy import no_grad
 from weightlab.params import param
 
-from weightlab_repair.places import (
-    LAYERS,
-    effective_bias,
-    find_places,
-    fold,
-    needs_bias,
-    same_places,
-)
-from weightlab_repair.stats import first_batch, model_device_dtype
+if TYPE_CHECKING:  # torch loads when a model is calibrated, not when normalizers are listed
+    import torch
+    from torch import nn
 
 PROBE_SIZES = (32, 28, 8, 64, 224)  # spatial sizes tried when no data shows the input shape
 
 
 def probe_input(model: nn.Module) -> torch.Tensor:
     """A zero input the model accepts, guessed from its first conv/linear layer."""
+    import torch
+    from torch import nn
+
+    from weightlab_repair.places import LAYERS
+    from weightlab_repair.stats import model_device_dtype
+
     dev, dtype = model_device_dtype(model)
     first = next((m for m in model.modules() if isinstance(m, LAYERS)), None)
     if isinstance(first, nn.Linear):
@@ -50,6 +50,10 @@ def probe_input(model: nn.Module) -> torch.Tensor:
 
 def copied_layers(places, references) -> set[str]:
     """Names of the layers equal (weight and bias) to the same layer of some reference."""
+    import torch
+
+    from weightlab_repair.places import same_places
+
     out = set()
     for i, ref in enumerate(references or []):
         for p, twin in zip(places, same_places(places, ref, f"reference {i + 1}"),
@@ -103,8 +107,11 @@ class BiasCalibration(Normalizer):
                                   "(½ for the midpoint of two models)", min=0.0,
                              min_exclusive=True)
 
-    @torch.no_grad()
+    @no_grad
     def apply(self, model, references, weights, data, graph=None):
+        from weightlab_repair.places import effective_bias, find_places, fold, needs_bias
+        from weightlab_repair.stats import first_batch
+
         net = copy.deepcopy(model)
         was_training = net.training
         example = first_batch(data, 2, net, self.name)[:2] if data is not None \

@@ -11,22 +11,18 @@ from __future__ import annotations
 import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
 from weightlab.components import Normalizer
 from weightlab.errors import UsageError
+from weightlab.lazy import no_grad
 from weightlab.params import param
 
-from weightlab_repair.places import find_places, fold, needs_bias, same_places
-from weightlab_repair.stats import (
-    ChannelMoments,
-    broadcast,
-    calibration_batches,
-    evaluating,
-    first_batch,
-    reference_moments,
-)
+if TYPE_CHECKING:  # torch loads when a model is corrected, not when normalizers are listed
+    import torch
+    from torch import nn
+
+    from weightlab_repair.stats import ChannelMoments
 
 SAMPLES = param(4096, "calibration samples to use from the data", min=1)
 EPS = param(1e-5, "ε in √(σ² + ε)", min=0.0, min_exclusive=True)
@@ -65,6 +61,8 @@ def correction(mode: str, goal_mu: torch.Tensor, goal_sd: torch.Tensor, mean: to
     repair  z' = (z − μ)/√(σ² + ε)·σ* + μ*:  a = σ*/√(σ² + ε), c = μ* − a·μ;
     rescale z' = z/√(σ² + ε)·σ*:              a = σ*/√(σ² + ε), c = 0;
     reshift z' = z − μ + μ*:                  a = 1,            c = μ* − μ."""
+    import torch
+
     if mode == "reshift":
         return torch.ones_like(mean), goal_mu - mean
     a = goal_sd / (var + eps).sqrt()
@@ -77,6 +75,7 @@ def _reset_hook(mode: str, goal_mu: torch.Tensor, goal_sd: torch.Tensor, eps: fl
     BatchNorm with affine weight σ*, bias μ*, momentum None): it accumulates the running
     statistics of what arrives and passes on the feature corrected with this batch's own
     statistics, so the layers downstream already see a corrected upstream."""
+    from weightlab_repair.stats import broadcast
 
     def hook(module, inputs, z):
         a, c = correction(mode, goal_mu, goal_sd, *moments.add(z), eps)
@@ -86,13 +85,22 @@ def _reset_hook(mode: str, goal_mu: torch.Tensor, goal_sd: torch.Tensor, eps: fl
     return hook
 
 
-@torch.no_grad()
+@no_grad
 def renormalize(model: nn.Module, references: Sequence[nn.Module], weights: Sequence[float],
                 data, *, mode: str, samples: int, eps: float) -> nn.Module:
     """A corrected deep copy of ``model`` (``model`` and the references are not modified).
 
     Every conv/linear layer except the logits layer is corrected at its point (the following
     per-channel-affine norm's output if any, else its own output)."""
+    from weightlab_repair.places import find_places, fold, needs_bias, same_places
+    from weightlab_repair.stats import (
+        ChannelMoments,
+        calibration_batches,
+        evaluating,
+        first_batch,
+        reference_moments,
+    )
+
     who = mode
     weights = check_references(who, references, weights)
     target = copy.deepcopy(model)

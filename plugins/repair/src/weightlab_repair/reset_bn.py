@@ -9,7 +9,6 @@ from weightlab.components import Normalizer
 from weightlab.errors import UsageError
 
 from weightlab_repair.repair import SAMPLES
-from weightlab_repair.stats import calibration_batches
 
 
 class ResetBN(Normalizer):
@@ -32,6 +31,8 @@ class ResetBN(Normalizer):
 
     def apply(self, model, references, weights, data, graph=None):
         from weightlab.batchnorm import has_batchnorm, reset_bn
+
+        from weightlab_repair.stats import calibration_batches
 
         if not has_batchnorm(model):
             raise UsageError(f"reset_bn: {type(model).__name__} has no BatchNorm layer with "

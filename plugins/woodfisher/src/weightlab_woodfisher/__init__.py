@@ -1,7 +1,6 @@
-"""weightlab plugin: magnitude, random, diagonal-Fisher and WoodFisher pruners.
+"""weightlab plugin: diagonal-Fisher and WoodFisher pruners (magnitude, global magnitude and
+random are core built-ins: :mod:`weightlab.pruners`).
 
-- :mod:`.base`: which parameters are pruned, scores → masks.
-- :mod:`.magnitude`: ``magnitude``, ``global_magnitude``, ``random``.
 - :mod:`.gradients`: per-sample gradients with torch.func, streamed in chunks.
 - :mod:`.fisher`: ``diag_fisher``.
 - :mod:`.blocks`: block layout and groups of blocks, G_bᵀG_b accumulation, batched inverse,

@@ -4,22 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-from weightlab import pruning
 from weightlab.params import param
-
-from weightlab_woodfisher.base import ScorePruner, SelectParams, split_flat
-from weightlab_woodfisher.blocks import BlockLayout
-from weightlab_woodfisher.gradients import activation_bytes, per_sample_grads, require_data
-from weightlab_woodfisher.meter import budget_bytes
-from weightlab_woodfisher.plan import plan
+from weightlab.pruners import SELECTIONS, ScorePruner, SelectParams, split_flat
 
 
 @dataclass
 class DiagFisherParams(SelectParams):
     samples: int = param(1000, "N: per-sample gradients averaged into F_ii", min=1)
     selection: str = param("joint", "remove the lowest scores over all layers, or per layer",
-                           choices=pruning.SELECTIONS)
+                           choices=SELECTIONS)
     memory_budget_gb: float | None = param(None, "memory the computation may plan with (default: "
                                                  "90% of free CUDA memory, 4 GiB on CPU)",
                                            min=0.0, min_exclusive=True)
@@ -37,6 +30,13 @@ class DiagFisherPruner(ScorePruner):
     Params = DiagFisherParams
 
     def scores(self, model, names, masks, data=None):
+        import torch  # here, not at the top: listing the pruner must not load torch
+
+        from weightlab_woodfisher.blocks import BlockLayout
+        from weightlab_woodfisher.gradients import activation_bytes, per_sample_grads, require_data
+        from weightlab_woodfisher.meter import budget_bytes
+        from weightlab_woodfisher.plan import plan
+
         require_data(self.name, data)
         p = self.params
         params = dict(model.named_parameters())

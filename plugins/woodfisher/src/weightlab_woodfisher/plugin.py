@@ -1,5 +1,6 @@
-"""Hook implementations of the woodfisher plugin (pruner classes import lazily, so listing
-plugins stays cheap)."""
+"""Hook implementations of the woodfisher plugin. The data-free pruners (magnitude, global
+magnitude, random) are core built-ins; this plugin adds the second-order ones. Pruner modules
+import torch inside their methods, so listing plugins stays cheap."""
 
 from weightlab import hookimpl
 
@@ -7,8 +8,6 @@ from weightlab import hookimpl
 @hookimpl
 def weightlab_register_pruners():
     from weightlab_woodfisher.fisher import DiagFisherPruner
-    from weightlab_woodfisher.magnitude import GlobalMagnitudePruner, MagnitudePruner, RandomPruner
     from weightlab_woodfisher.woodfisher import WoodFisherPruner
 
-    return [MagnitudePruner, GlobalMagnitudePruner, RandomPruner, DiagFisherPruner,
-            WoodFisherPruner]
+    return [DiagFisherPruner, WoodFisherPruner]

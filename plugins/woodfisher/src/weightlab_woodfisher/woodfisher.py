@@ -30,21 +30,20 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from torch import nn
-from weightlab import pruning
 from weightlab.errors import DataError, UsageError
 from weightlab.params import param
+from weightlab.pruners import SELECTIONS, ScorePruner, SelectParams, split_flat
 
-from weightlab_woodfisher.base import ScorePruner, SelectParams, split_flat
-from weightlab_woodfisher.blocks import BlockGroup, BlockLayout, accumulate_gram, invert_blocks
-from weightlab_woodfisher.gradients import activation_bytes, per_sample_grads, require_data
-from weightlab_woodfisher.meter import StageMeter, budget_bytes
-from weightlab_woodfisher.plan import plan
+if TYPE_CHECKING:  # torch and the numerics load in the methods: listing stays cheap
+    import torch
+    from torch import nn
 
-__all__ = ["WoodFisherParams", "WoodFisherPruner", "plan", "step_targets"]
+    from weightlab_woodfisher.blocks import BlockGroup, BlockLayout
+    from weightlab_woodfisher.meter import StageMeter
+
+__all__ = ["WoodFisherParams", "WoodFisherPruner", "step_targets"]
 
 STEP_SCHEDULES = ("linear", "cubic", "geometric")
 
@@ -58,7 +57,7 @@ class WoodFisherParams(SelectParams):
     span_layers: bool = param(False, "blocks run across layer boundaries (block_size ≥ P "
                                      "gives the full Fisher)")
     selection: str = param("joint", "remove the lowest scores over all blocks, or per layer",
-                           choices=pruning.SELECTIONS)
+                           choices=SELECTIONS)
     update_scale: float = param(1.0, "scale of the OBS update of surviving weights (1 = OBS, "
                                      "0 = none)", min=0.0)
     precision: str = param("auto", "dtype of the Fisher blocks: auto = float64 when samples < "
@@ -168,6 +167,11 @@ class WoodFisherPruner(ScorePruner):
         """Stages 1–2 at the current weights and masks: F⁻¹ per block (streamed: its diagonal
         only) and what the scores and the update need (layout, dtype, N used, memory plan,
         stage timings, a fingerprint of the samples)."""
+        import torch
+
+        from weightlab_woodfisher.gradients import require_data
+        from weightlab_woodfisher.meter import StageMeter
+
         require_data(self.name, data)
         layout, dtype, mem_plan = self._plan(model, names, data)
         dev = next(model.parameters()).device
@@ -193,10 +197,19 @@ class WoodFisherPruner(ScorePruner):
     def plan_for(self, model: nn.Module, data) -> dict[str, Any]:
         """The memory plan ``prune`` would follow on ``model`` — resident or streamed, groups,
         gradient passes, planned peak bytes per stage — without computing anything."""
+        from weightlab_woodfisher.gradients import require_data
+
         require_data(self.name, data)
         return self._plan(model, self.chosen(model), data)[2]
 
     def _plan(self, model, names, data) -> tuple[BlockLayout, torch.dtype, dict[str, Any]]:
+        import torch
+
+        from weightlab_woodfisher.blocks import BlockLayout
+        from weightlab_woodfisher.gradients import activation_bytes
+        from weightlab_woodfisher.meter import budget_bytes
+        from weightlab_woodfisher.plan import plan
+
         p = self.params
         params = dict(model.named_parameters())
         # N < B: F_b = λI + G_bᵀG_b/N has rank ≤ N, its null space is held up by λ alone, and
@@ -229,6 +242,11 @@ class WoodFisherPruner(ScorePruner):
         """Stages 1–2 for one group of blocks: G_bᵀG_b from the per-sample gradients of the
         parameters its blocks touch, then F_b⁻¹. ``same_as``: statistics of an earlier pass
         whose samples (count and fingerprint) this pass must see again."""
+        import torch
+
+        from weightlab_woodfisher.blocks import accumulate_gram, invert_blocks
+        from weightlab_woodfisher.gradients import per_sample_grads
+
         p = self.params
         bs = group.block_size
         dev = next(model.parameters()).device
@@ -272,6 +290,10 @@ class WoodFisherPruner(ScorePruner):
         return super().analyze(model, masks, data)
 
     def prune(self, model, sparsity, masks, data=None, analysis=None):
+        from weightlab import pruning
+
+        from weightlab_woodfisher.gradients import require_data
+
         if self.params.steps == 1:
             return super().prune(model, sparsity, masks, data, analysis)
         if analysis is not None:
@@ -303,6 +325,11 @@ class WoodFisherPruner(ScorePruner):
         """Stages 3–4 from ``stats`` (read only: the survivors' update is a new tensor).
         Streamed: pass 2 recomputes each group's F⁻¹ from ``data`` at the weights of pass 1 —
         the model is written only after the last group."""
+        import torch
+        from weightlab import pruning
+
+        from weightlab_woodfisher.meter import StageMeter
+
         p = self.params
         params = dict(model.named_parameters())
         layout, dtype, mem_plan = stats["layout"], stats["dtype"], stats["plan"]
@@ -356,6 +383,10 @@ class WoodFisherPruner(ScorePruner):
         Recomputed rather than kept: streaming is chosen because the blocks do not fit the
         budget, and on a CPU that budget is the host memory itself; on a GPU the case it exists
         for (ResNet-50, B = 2000: 204 GB of blocks) does not fit the 128 GB host either."""
+        import torch
+
+        from weightlab_woodfisher.gradients import require_data
+
         require_data(self.name, data)
         mem_plan = stats["plan"]
         groups = self._groups(layout, mem_plan)

@@ -18,9 +18,9 @@ from typing import Any
 
 from torch import nn
 from weightlab.alignment import Alignment
-from weightlab.metrics import evaluate
 from weightlab.flopcount import count
 from weightlab.graph.spaces import FeatureGraph
+from weightlab.metrics import evaluate
 
 from weightlab_zipit.joint import joint_form
 from weightlab_zipit.partial import PartialModel, build_partial

@@ -1,18 +1,22 @@
-"""What every pruner of this plugin shares: which parameters it prunes (``SelectParams``) and
-the score → mask step (:class:`ScorePruner`)."""
+"""What score-based pruners share: which parameters they prune (``SelectParams``) and the
+score → mask step (:class:`ScorePruner`). Torch and :mod:`weightlab.pruning` load inside the
+methods, so that a pruner class can be listed without them."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import torch
-from torch import nn
-from weightlab import pruning
-from weightlab.checkpoint import apply_masks
 from weightlab.components import Pruner
-from weightlab.errors import WeightlabError
 from weightlab.params import param
+
+if TYPE_CHECKING:  # pragma: no cover
+    import torch
+    from torch import nn
+
+    from weightlab.pruning import Analysis
+
+SELECTIONS = ("joint", "per_layer")
 
 
 @dataclass
@@ -31,11 +35,23 @@ class ScorePruner(Pruner):
     The scores do not depend on the sparsity, so ``analyze`` returns them (a
     :class:`weightlab.pruning.Analysis`) and a sweep scores once. Subclasses with more than
     scores override ``statistics`` (what ``analyze`` computes) and ``prune_with`` (the
-    sparsity-dependent rest)."""
+    sparsity-dependent rest).
+
+    Example (a pruner of one's own)::
+
+        class AbsGrad(ScorePruner):
+            name, summary, Params = "abs_w", "remove the smallest |w|", SelectParams
+
+            def scores(self, model, names, masks, data=None):
+                params = dict(model.named_parameters())
+                return {n: params[n].detach().abs() for n in names}
+    """
 
     selection: ClassVar[str] = "joint"
 
     def chosen(self, model: nn.Module) -> list[str]:
+        from weightlab import pruning
+
         p = self.params
         return pruning.prunable_names(model, p.modules, p.exclude, p.skip_first, p.skip_last)
 
@@ -46,6 +62,9 @@ class ScorePruner(Pruner):
     def prepare(self, model: nn.Module, masks: dict[str, torch.Tensor]
                 ) -> tuple[list[str], dict[str, torch.Tensor]]:
         """The chosen names and their full masks, applied to ``model`` (removed weights = 0)."""
+        from weightlab import pruning
+        from weightlab.checkpoint import apply_masks
+
         names = self.chosen(model)
         old = pruning.full_masks(model, names, masks)
         apply_masks(model, old)
@@ -53,15 +72,22 @@ class ScorePruner(Pruner):
 
     def statistics(self, model: nn.Module, names: list[str], old: dict[str, torch.Tensor],
                    data=None) -> dict[str, Any]:
+        import torch
+
         with torch.no_grad():
             return {"scores": self.scores(model, names, old, data)}
 
     def analyze(self, model, masks, data=None):
+        from weightlab import pruning
+
         names, old = self.prepare(model, masks)
         return pruning.Analysis.of(self, model, names, old,
                                    self.statistics(model, names, old, data))
 
     def prune(self, model, sparsity, masks, data=None, analysis=None):
+        from weightlab import pruning
+        from weightlab.errors import WeightlabError
+
         pruning.target_zeros(sparsity, 1)  # validates the range
         names, old = self.prepare(model, masks)
         if analysis is None:
@@ -75,11 +101,14 @@ class ScorePruner(Pruner):
 
     def prune_with(self, model: nn.Module, sparsity: float, names: list[str],
                    old: dict[str, torch.Tensor], stats: dict[str, Any],
-                   analysis: pruning.Analysis | None = None, data=None
+                   analysis: Analysis | None = None, data=None
                    ) -> dict[str, torch.Tensor]:
         """The sparsity-dependent part, from ``stats`` (``analysis``: where they came from,
         None when computed for this call; ``data``: the calibration data, for a pruner that
         must pass over it again). Must not modify ``stats``: a sweep reuses them."""
+        from weightlab import pruning
+        from weightlab.checkpoint import apply_masks
+
         selection = getattr(self.params, "selection", self.selection)
         new = pruning.masks_from_scores(stats["scores"], sparsity, old, selection)
         apply_masks(model, new)

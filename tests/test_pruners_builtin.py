@@ -1,4 +1,5 @@
-"""Magnitude, global magnitude and random pruners: exact counts, thresholds, old masks kept."""
+"""The core's pruners (magnitude, global magnitude, random): exact counts, thresholds, old masks
+kept; registered as built-ins, so an install without any plugin can prune."""
 
 import copy
 
@@ -16,10 +17,24 @@ def _pruner(name, **values):
     return plugins.registry().create("pruners", name, values)
 
 
-def test_registered_through_the_plugin():
+def test_basic_pruners_are_builtins_and_second_order_ones_the_plugins():
     entries = {e.name: e.plugin for e in plugins.registry().all("pruners")}
-    for name in ("magnitude", "global_magnitude", "random", "diag_fisher", "woodfisher"):
+    for name in ("magnitude", "global_magnitude", "random"):
+        assert entries.get(name) == "builtin", name
+    for name in ("diag_fisher", "woodfisher"):
         assert entries.get(name) == "woodfisher", name
+
+
+def test_core_alone_can_prune():
+    """No entry points loaded (the core installed alone): the built-in pruners are there."""
+    from weightlab.plugins import load
+
+    reg = load(entry_points=False).registry
+    assert {e.name for e in reg.all("pruners")} == {"magnitude", "global_magnitude", "random"}
+    net = _net()
+    masks = reg.create("pruners", "global_magnitude").prune(net, 0.5, {})
+    total = sum(m.numel() for m in masks.values())
+    assert sum(int((~m).sum()) for m in masks.values()) == round(0.5 * total)
 
 
 def test_magnitude_is_exact_per_layer_and_removes_the_smallest():

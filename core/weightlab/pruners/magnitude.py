@@ -4,11 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
 from weightlab.params import param
-from weightlab.pruning import SELECTIONS
-
-from weightlab_woodfisher.base import ScorePruner, SelectParams
+from weightlab.pruners.base import SELECTIONS, ScorePruner, SelectParams
 
 
 class MagnitudePruner(ScorePruner):
@@ -57,6 +54,8 @@ class RandomPruner(ScorePruner):
     Params = RandomParams
 
     def scores(self, model, names, masks, data=None):
+        import torch
+
         gen = torch.Generator().manual_seed(self.params.seed)
         params = dict(model.named_parameters())
         return {n: torch.rand(params[n].shape, generator=gen).to(params[n].device) for n in names}
