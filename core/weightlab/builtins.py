@@ -25,3 +25,10 @@ def weightlab_register_matchers():
     except ImportError:  # the merging module is optional while it is being built
         return []
     return MATCHERS
+
+
+@hookimpl
+def weightlab_register_executors():
+    from weightlab.executors.local import EXECUTORS
+
+    return EXECUTORS

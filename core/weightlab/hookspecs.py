@@ -34,3 +34,8 @@ def weightlab_register_pruners():
 @hookspec
 def weightlab_register_ensembles():
     """Return a list of :class:`weightlab.components.Ensemble` subclasses."""
+
+
+@hookspec
+def weightlab_register_executors():
+    """Return a list of :class:`weightlab.components.Executor` subclasses."""
