@@ -92,7 +92,7 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
         raise UsageError(f"retries={retries} must be >= 0")
     log = log or (lambda msg: print(msg, file=sys.stderr))
     deps = {k: list(v) for k, v in (deps or {}).items()}
-    run_dir = Path(run_dir)
+    run_dir = Path(run_dir).resolve()  # workers elsewhere do not share our working directory
     by_id: dict[str, dict] = {}
     outs: dict[str, str] = {}
     for s in specs:
