@@ -74,7 +74,7 @@ def _stop_session(proc: subprocess.Popen) -> None:
     with contextlib.suppress(ProcessLookupError):
         os.killpg(sid, signal.SIGTERM)
     with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout=5)
+        proc.wait(timeout=2)
     for _ in range(20):
         left = _session_pids(sid)
         if not left:

@@ -76,11 +76,12 @@ class Pipeline:
     Retraining (the ingredients of a phase, plain IMP) runs in this process, or through
     ``executor`` (a :class:`weightlab.components.Executor`: ``local`` worker processes,
     ``ray``, ``slurm``) as independent steps; ``workers > 1`` without an executor means the
-    local one with that many worker processes over ``devices``."""
+    local one with that many worker processes over ``devices``. ``threads``: torch threads
+    per retraining (default: this process's in process, cores / workers elsewhere)."""
 
     def __init__(self, checkpoint: str | Path, params: SMSParams, run_dir: str | Path, *,
                  device: str = "cpu", workers: int = 1, devices: list[str] | None = None,
-                 executor: Any = None, force: bool = False,
+                 executor: Any = None, threads: int | None = None, force: bool = False,
                  log: Callable[[str], None] | None = None,
                  on_step: Callable[[str], None] | None = None, registry=None):
         from weightlab import checkpoint as ckpt_io
@@ -94,6 +95,9 @@ class Pipeline:
         # where retraining runs: an executor component (ray, slurm, local …); without one,
         # workers > 1 means local worker processes spread over ``devices``
         self.executor = executor
+        # torch threads per retraining; results are bit-identical across executors only at
+        # equal thread counts (a different summation order changes the last bits)
+        self.threads = threads
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.on_step = on_step or (lambda step: None)
         self.registry = registry
@@ -232,7 +236,7 @@ class Pipeline:
         drop = ckpt_io.read_header(init).get("sms", {}).get("norm_drop")
         cfg = retrain_config(p.schedule, orig, setting.get("epochs", p.retrain_epochs), steps,
                              base, norm_drop=drop, prune_fraction=rate, lr=setting.get("lr"))
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
         return {"init": str(init), "run_dir": str(run_dir), "train": to_dict(cfg),
                 "data": self.data_spec(), "device": self.device, "threads": threads}
 
@@ -251,7 +255,7 @@ class Pipeline:
             self._fan_out(todo)
             return
         for step, spec in todo:
-            spec = {**spec, "threads": None}
+            spec = {**spec, "threads": self.threads}  # None: this process's setting
             train_one(spec, self.train_bundle(), self.registry)
             self._trained(step, spec)
 
