@@ -86,6 +86,47 @@ def _kill_when_started(marker: Path, timeout: float = 120.0) -> threading.Thread
     return t
 
 
+def test_submitit_local_runs_a_pruning_sweep_like_this_process(tmp_path):
+    """global_magnitude at 0.5 and 0.95 on the 4-epoch digits MLP, one submitit job each."""
+    pytest.importorskip("submitit")
+    from weightlab import pruning_fanout
+    from weightlab_slurm.executor import SlurmExecutor
+
+    dense = testing.trained("mlp", "digits", models=1, epochs=4, train={"lr": 0.05},
+                            model_params={"width": 64, "depth": 2})[0]
+    sparsities = [0.5, 0.95]
+    here = pruning_fanout.sweep(dense, "global_magnitude", sparsities, tmp_path / "here",
+                                log=lambda m: None)
+    with SlurmExecutor(cluster="local", poll=0.1) as ex:
+        there = pruning_fanout.sweep(dense, "global_magnitude", sparsities, tmp_path / "there",
+                                     ex, log=lambda m: None)
+    assert [r["sha256"] for r in there] == [r["sha256"] for r in here]
+    assert [r["pruned"] for r in there] == [r["pruned"] for r in here]
+    assert len(list((tmp_path / "there/.submitit").glob("*_result.pkl"))) == 2  # 2 jobs ran
+    assert here[0]["pruned"]["top1"] > here[1]["pruned"]["top1"]
+
+
+def test_a_killed_local_worker_is_retried_or_reported_and_nothing_written_is_lost(
+        reference, tmp_path):
+    specs, deps = _graph(tmp_path)
+    with LocalExecutor(workers=2) as ex:
+        killer = _kill_when_started(tmp_path / "steps/train_b.json.running")
+        with pytest.raises(GraphFailed) as info:
+            run_graph(specs, deps, ex, tmp_path, retries=0, log=lambda m: None)
+        killer.join(1)
+    err = info.value
+    assert list(err.failed) == ["train_b"] and err.blocked == ["evaluate"]
+    assert "killed by signal 9" in err.failed["train_b"]
+    kept = (tmp_path / "steps/train_a.json").read_bytes()
+    logs: list[str] = []
+    # the rerun (in this process): train_a is kept, train_b runs again
+    res = run_graph(specs, deps, run_dir=tmp_path, log=logs.append)
+    assert logs[0] == "train_a: finished earlier, not redone"
+    assert "stopped without finishing it; running it again" in logs[1]
+    assert (tmp_path / "steps/train_a.json").read_bytes() == kept
+    assert res["train_b"]["attempt"] == 2 and _outcome(res) == reference
+
+
 def test_ray_runs_the_graph_like_this_process_and_retries_a_killed_worker(
         ray_address, reference, tmp_path):
     from weightlab_ray.executor import RayExecutor
@@ -124,44 +165,3 @@ def test_sms_phase_ingredients_on_ray_equal_the_in_process_run(ray_address, tmp_
         a, b = (ckpt_io.read_header(tmp_path / r / "phase_1" / f) for r in ("local", "ray"))
         assert a["sha256"] == b["sha256"], f
     assert (tmp_path / "ray/phase_1/ingredient_2/step.json").is_file()
-
-
-def test_submitit_local_runs_a_pruning_sweep_like_this_process(tmp_path):
-    """global_magnitude at 0.5/0.8/0.95 on the 4-epoch digits MLP, one submitit job each."""
-    pytest.importorskip("submitit")
-    from weightlab import pruning_fanout
-    from weightlab_slurm.executor import SlurmExecutor
-
-    dense = testing.trained("mlp", "digits", models=1, epochs=4, train={"lr": 0.05},
-                            model_params={"width": 64, "depth": 2})[0]
-    sparsities = [0.5, 0.8, 0.95]
-    here = pruning_fanout.sweep(dense, "global_magnitude", sparsities, tmp_path / "here",
-                                log=lambda m: None)
-    with SlurmExecutor(cluster="local", poll=0.1) as ex:
-        there = pruning_fanout.sweep(dense, "global_magnitude", sparsities, tmp_path / "there",
-                                     ex, log=lambda m: None)
-    assert [r["sha256"] for r in there] == [r["sha256"] for r in here]
-    assert [r["pruned"] for r in there] == [r["pruned"] for r in here]
-    assert len(list((tmp_path / "there/.submitit").glob("*_result.pkl"))) == 3  # 3 jobs ran
-    assert here[0]["pruned"]["top1"] > here[2]["pruned"]["top1"]
-
-
-def test_a_killed_local_worker_is_retried_or_reported_and_nothing_written_is_lost(
-        reference, tmp_path):
-    specs, deps = _graph(tmp_path)
-    with LocalExecutor(workers=2) as ex:
-        killer = _kill_when_started(tmp_path / "steps/train_b.json.running")
-        with pytest.raises(GraphFailed) as info:
-            run_graph(specs, deps, ex, tmp_path, retries=0, log=lambda m: None)
-        killer.join(1)
-    err = info.value
-    assert list(err.failed) == ["train_b"] and err.blocked == ["evaluate"]
-    assert "killed by signal 9" in err.failed["train_b"]
-    kept = (tmp_path / "steps/train_a.json").read_bytes()
-    logs: list[str] = []
-    with LocalExecutor(workers=2) as ex:  # the rerun: train_a is kept, train_b runs again
-        res = run_graph(specs, deps, ex, tmp_path, log=logs.append)
-    assert logs[0] == "train_a: finished earlier, not redone"
-    assert "stopped without finishing it; running it again" in logs[1]
-    assert (tmp_path / "steps/train_a.json").read_bytes() == kept
-    assert res["train_b"]["attempt"] == 2 and _outcome(res) == reference

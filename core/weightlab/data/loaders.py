@@ -196,10 +196,12 @@ class StreamingLoader(_Epochs):
 
 
 def num_batches(n: int, batch: int, drop_last: bool, world: int = 1) -> int:
-    """Batches per epoch; under data parallelism a final batch with fewer samples than ranks
-    is dropped (a rank would get no sample, and BatchNorm no statistics)."""
+    """Batches per epoch, the same for every ``world``: under data parallelism a final batch
+    with fewer samples than ranks is still taken — the ranks past its end get an empty share
+    and step without statistics (see :func:`weightlab.training.distributed.keep_norm_stats`),
+    so the epoch is the one single-process training walks."""
     full, tail = divmod(n, batch)
-    return full + (tail > 0 and not drop_last and tail >= world)
+    return full + (tail > 0 and not drop_last)
 
 
 def shard_bounds(lo: int, hi: int, rank: int, world: int) -> tuple[int, int]:
