@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from weightlab.components import Executor
-from weightlab.errors import UsageError
+from weightlab.errors import UsageError, WeightlabError
 from weightlab.executors.spec import check_spec
 from weightlab.params import param
 
@@ -76,7 +76,11 @@ class SlurmExecutor(Executor):
         folder = self.params.folder or str(Path(run_dir) / ".submitit")
         if folder not in self._executors:
             p = self.params
-            ex = submitit.AutoExecutor(folder=folder, cluster=p.cluster)
+            try:
+                ex = submitit.AutoExecutor(folder=folder, cluster=p.cluster)
+            except RuntimeError as e:  # no srun/sbatch here
+                raise WeightlabError(f"slurm: cluster={p.cluster!r}: {e} (cluster='local' runs "
+                                     f"the jobs on this machine)") from None
             values: dict[str, Any] = {"timeout_min": p.time, "gpus_per_node": p.gpus,
                                       "cpus_per_task": p.cpus, "nodes": 1,
                                       "tasks_per_node": 1, "name": "weightlab"}
