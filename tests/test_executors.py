@@ -118,3 +118,19 @@ def test_a_pruning_sweep_as_steps_equals_the_in_process_sweep(tmp_path):
         assert all(torch.equal(out.state[k], v) for k, v in model.state_dict().items())
         assert all(torch.equal(out.masks[k], m) for k, m in masks.items())
     assert ref[1]["pruned"]["top1"] < ref[0]["pruned"]["top1"]
+
+
+def test_an_error_in_on_done_propagates_and_is_not_a_step_failure(tmp_path, digits_ckpt):
+    """A caller's callback (a progress hook, an interruption) is not the step's error: it is
+    raised as is, never retried as a lost worker, and the step's result stays on disk."""
+    class Stop(Exception):
+        pass
+
+    def stop(sid, record):
+        raise Stop(sid)
+
+    logs: list[str] = []
+    with pytest.raises(Stop, match="e"):
+        run_graph([_eval_spec("e", [digits_ckpt])], run_dir=tmp_path, on_done=stop,
+                  log=logs.append)
+    assert logs == [] and (tmp_path / "steps/e.json").is_file()

@@ -125,6 +125,17 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             attempts[spec["id"]] = attempts.get(spec["id"], 0) + 1
             running[fut] = spec
 
+    def retry_or_fail(spec: dict, err: Exception) -> None:
+        sid = spec["id"]
+        if isinstance(err, WorkerLost) and attempts[sid] <= retries:
+            log(f"{err}; running it again (attempt {attempts[sid] + 1} of {retries + 1})")
+            submit([spec])
+        else:
+            failed[sid] = err.error if isinstance(err, StepFailed) else (
+                f"its worker stopped without finishing ({err.detail}), "  # type: ignore
+                f"{attempts[sid]} attempt(s)")
+            log(f"{sid}: {failed[sid]}")
+
     try:
         while True:
             ready = [s for s in order if s not in started
@@ -152,20 +163,16 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)
             for fut in done:
                 spec = running.pop(fut)
-                sid = spec["id"]
+                err: Exception | None = None
                 try:
-                    finish(sid, fut.result())
+                    record = fut.result()
                 except Exception as e:  # noqa: BLE001 - classified and reported below
-                    err = _classify(spec, run_dir, e)
-                    if isinstance(err, WorkerLost) and attempts[sid] <= retries:
-                        log(f"{err}; running it again (attempt {attempts[sid] + 1} of "
-                            f"{retries + 1})")
-                        submit([spec])
-                    else:
-                        failed[sid] = err.error if isinstance(err, StepFailed) else (
-                            f"its worker stopped without finishing ({err.detail}), "
-                            f"{attempts[sid]} attempt(s)")
-                        log(f"{sid}: {failed[sid]}")
+                    record = read_result(spec, run_dir)  # written just before the worker died
+                    err = None if record is not None else _classify(spec, run_dir, e)
+                if err is None:
+                    finish(spec["id"], record)  # outside the try: on_done's errors propagate
+                else:
+                    retry_or_fail(spec, err)
     finally:
         if own:
             executor.close()
