@@ -44,6 +44,11 @@ def prune(
     out: Path = typer.Option(..., "--out", "-o", help="output checkpoint (directory with "
                                                       "--sweep)"),
     batch_size: int = typer.Option(1000, "--batch-size", min=1, help="evaluation batch size"),
+    executor: str = typer.Option(None, "--executor", help="with --sweep: one step per sparsity "
+                                 "on local, ray, slurm … (default: in this process, the "
+                                 "pruner's analysis shared)"),
+    executor_param: list[str] = typer.Option(None, "--executor-param", help="executor "
+                                             "parameter key=value"),
     device: str = DEVICE_OPT,
     force: bool = FORCE_OPT,
     json_out: bool = JSON_OPT,
@@ -62,7 +67,8 @@ def prune(
                   pruner_param=pruner_param, normalizer=normalizer,
                   normalizer_param=normalizer_param, calibration_samples=calibration_samples,
                   data=data, data_dir=data_dir, out=out, batch_size=batch_size, device=device,
-                  force=force, log=info, on_result=(lambda s: bar.advance()) if bar else None)
+                  force=force, executor=executor, executor_param=executor_param, log=info,
+                  on_result=(lambda s: bar.advance()) if bar else None)
     finally:
         if bar is not None:
             bar.stop()

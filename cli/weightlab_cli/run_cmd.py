@@ -27,6 +27,11 @@ def run(
     dry_run: bool = typer.Option(False, "--dry-run", help="validate and print each step's "
                                  "command; run nothing"),
     device: str = DEVICE_OPT,
+    executor: str = typer.Option(None, "--executor", help="run independent steps at once on "
+                                 "local, ray, slurm … (weightlab list executors); default: "
+                                 "here, one after another"),
+    executor_param: list[str] = typer.Option(None, "--param", "-p", help="executor parameter "
+                                             "key=value, e.g. address=127.0.0.1:6379"),
     json_out: bool = JSON_OPT,
 ):
     """Validate a recipe completely (every option, component and parameter, with file and
@@ -39,7 +44,10 @@ def run(
     def echo(msg: str) -> None:  # step names hold brackets: no rich markup here
         stderr_console().print(msg, markup=False, highlight=False)
 
-    runner = Runner(r, run_dir, force=force, device=device, echo=echo)
+    from weightlab.ops.common import component
+
+    ex = component("executors", executor, executor_param) if executor else None
+    runner = Runner(r, run_dir, force=force, device=device, echo=echo, executor=ex)
     if dry_run:
         planned = runner.dry_run()
         if json_out:
@@ -50,7 +58,11 @@ def run(
                 typer.echo(f"{p['name']}: {p['call']}")
         return
     info(f"{r.title}{' (quick)' if quick else ''} → {run_dir}")
-    res = runner.run()
+    try:
+        res = runner.run()
+    finally:
+        if ex is not None:
+            ex.close()
     for w in res["warnings"]:
         info(f"[yellow]warning:[/yellow] {w}")
     if json_out:

@@ -39,3 +39,10 @@ def weightlab_register_pruners():
     from weightlab.pruners import PRUNERS
 
     return PRUNERS
+
+
+@hookimpl
+def weightlab_register_executors():
+    from weightlab.executors.local import EXECUTORS
+
+    return EXECUTORS

@@ -19,7 +19,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from weightlab.data.loaders import DeviceLoader
 
-KINDS = ("models", "datasets", "matchers", "normalizers", "pruners", "ensembles")
+KINDS = ("models", "datasets", "matchers", "normalizers", "pruners", "ensembles", "executors")
 
 
 class Component:
@@ -236,7 +236,40 @@ class Ensemble(Component):
         raise NotImplementedError
 
 
+class Executor(Component):
+    """Where independent steps run: in this process, in local processes, on a Ray cluster, as
+    SLURM jobs. ``submit(spec, run_dir)`` starts one step spec (see
+    :mod:`weightlab.executors.spec`) and returns a ``concurrent.futures.Future`` of its result;
+    every executor runs :func:`weightlab.executors.step.run_step`, so all produce the same
+    files. ``close()`` releases what the executor started.
+
+    Example::
+
+        with registry.create("executors", "local", {"workers": 2}) as ex:
+            results = run_graph(specs, deps, ex, run_dir)
+    """
+
+    kind = "executors"
+
+    def submit(self, spec: dict[str, Any], run_dir: str) -> Any:
+        raise NotImplementedError
+
+    def submit_many(self, specs: Sequence[dict[str, Any]], run_dir: str) -> list[Any]:
+        """Several ready steps at once (a SLURM executor makes them one job array)."""
+        return [self.submit(s, run_dir) for s in specs]
+
+    def close(self) -> None:
+        """Release workers, connections, clusters this executor started."""
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+
 BASES: dict[str, type[Component]] = {
     "models": Model, "datasets": Dataset, "matchers": Matcher,
     "normalizers": Normalizer, "pruners": Pruner, "ensembles": Ensemble,
+    "executors": Executor,
 }

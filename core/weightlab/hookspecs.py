@@ -47,3 +47,8 @@ def weightlab_register_commands(app):
     """Add CLI commands to ``app`` (the ``typer.Typer`` of ``weightlab``), e.g.
     ``app.command("soup")(soup)``. Import torch only inside the commands: ``weightlab --help``
     registers every plugin's commands."""
+
+
+@hookspec
+def weightlab_register_executors():
+    """Return a list of :class:`weightlab.components.Executor` subclasses."""

@@ -184,22 +184,34 @@ class StreamingLoader(_Epochs):
         # no more workers than cores; pinned memory only helps copies to a GPU
         # the order is the same after a mid-epoch resume; workers' augmentation draws are not
         # (a batch goes to another worker), the one difference from an uninterrupted run
+        plan = self.batches(gen)[self.start:]
+        # a DataLoader cannot yield an empty batch: this rank's empty share of a final batch
+        # smaller than the world is made here, of the images' shape
         dl = torch.utils.data.DataLoader(self.dataset,
-                                         batch_sampler=self.batches(gen)[self.start:],
+                                         batch_sampler=[b for b in plan if b],
                                          generator=gen,
                                          num_workers=min(self.workers, os.cpu_count() or 1),
                                          pin_memory=self.device.type == "cuda")
         scale = 1.0 / (255.0 * self.std)
-        for x, y in dl:
+        loaded = iter(dl)
+        for idx in plan:
+            if not idx:
+                shape = self.dataset[0][0].shape
+                yield (torch.empty(0, *shape, device=self.device),
+                       torch.empty(0, dtype=torch.long, device=self.device))
+                continue
+            x, y = next(loaded)
             x = x.to(self.device, non_blocking=True)
             yield torch.addcmul(-self.mean / self.std, x.float(), scale), y.to(self.device)
 
 
 def num_batches(n: int, batch: int, drop_last: bool, world: int = 1) -> int:
-    """Batches per epoch; under data parallelism a final batch with fewer samples than ranks
-    is dropped (a rank would get no sample, and BatchNorm no statistics)."""
+    """Batches per epoch, the same for every ``world``: under data parallelism a final batch
+    with fewer samples than ranks is still taken — the ranks past its end get an empty share
+    and step without statistics (see :func:`weightlab.training.distributed.keep_norm_stats`),
+    so the epoch is the one single-process training walks."""
     full, tail = divmod(n, batch)
-    return full + (tail > 0 and not drop_last and tail >= world)
+    return full + (tail > 0 and not drop_last)
 
 
 def shard_bounds(lo: int, hi: int, rank: int, world: int) -> tuple[int, int]:

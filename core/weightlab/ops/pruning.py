@@ -39,6 +39,10 @@ def prune(
     batch_size: Annotated[int, Opt("evaluation batch size", min=1)] = 1000,
     device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
     force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
+    executor: Annotated[Any, Opt("run a sweep's sparsities as independent steps on this "
+                                 "executor (local, ray, slurm, …); default: in this process, "
+                                 "the pruner's analysis computed once")] = None,
+    executor_param: Annotated[Params, Opt("executor parameters")] = None,
     log: Any = None,
     on_result: Any = None,
 ) -> PruneResult:
@@ -108,13 +112,25 @@ def prune(
         rec.setdefault("checkpoint", None)
         return PruneResult(rec, model=model, masks=masks, checkpoint=new, records=[rec])
 
+    if executor is not None:
+        records = _fan_out(loaded.paths[0], first, norm, sparsities, out, executor,
+                           executor_param, data=data, data_dir=data_dir,
+                           calibration_samples=calibration_samples, batch_size=batch_size,
+                           log=say)
+        if on_result is not None:
+            for s in sparsities:
+                on_result(s)
+    else:
+        records = None
+
     def each(s, model, masks, rec):
         keep(s, model, masks, rec, Path(out) / f"sparsity-{s:g}.safetensors" if out else None)
         if on_result is not None:
             on_result(s)
 
-    records = pruning.sweep(dense, first, sparsities, masks=ck.masks, normalizer=norm,
-                            on_result=each, **loaders)
+    if records is None:
+        records = pruning.sweep(dense, first, sparsities, masks=ck.masks, normalizer=norm,
+                                on_result=each, **loaders)
     data_out = {"directory": str(out) if out else None, "plot": None, "records": records}
     if out is not None:
         write_text(Path(out) / "sweep.json", json.dumps(records, indent=2, default=str) + "\n")
@@ -163,3 +179,24 @@ def _check_outputs(out: Path, is_sweep: bool, sparsities: list[float], force: bo
     if taken and not force:
         raise UsageError(f"{out / taken[0]} exists; pass force=True to overwrite it")
     out.mkdir(parents=True, exist_ok=True)
+
+
+def _fan_out(source: str, pruner: Any, norm: Any, sparsities: list[float], out: Any,
+             executor: Any, executor_param: Params, **kwargs: Any) -> list[dict[str, Any]]:
+    """The sweep as one step per sparsity through ``executor`` (each step is
+    :func:`weightlab.prune` at one sparsity: the same checkpoints; the analysis is computed
+    once per step)."""
+    from weightlab import pruning_fanout
+
+    if out is None:
+        raise UsageError("executor: a fanned-out sweep writes its checkpoints; give out=DIR")
+    ex = component("executors", executor, executor_param)
+    data_dir = kwargs.pop("data_dir")
+    try:
+        return pruning_fanout.sweep(
+            str(Path(source).resolve()), pruner.name, sparsities, Path(out), ex,
+            pruner_params=pruner.params_dict(), normalizer=norm.name if norm else None,
+            normalizer_params=norm.params_dict() if norm else None,
+            data_dir=str(data_dir) if data_dir else None, **kwargs)
+    finally:
+        ex.close()

@@ -57,8 +57,11 @@ def slug(name: str) -> str:
 
 class Runner:
     def __init__(self, recipe: Recipe, run_dir: Path, *, force: bool = False,
-                 device: str | None = None, echo: Callable[[str], None] = print):
+                 device: str | None = None, echo: Callable[[str], None] = print,
+                 executor: Any = None):
         self.recipe, self.run_dir, self.force, self.device = recipe, Path(run_dir), force, device
+        # where steps run (weightlab.executors): None runs them here, one after another
+        self.executor = executor
         self.echo = echo
         # what this recipe's run leaves besides the steps' outputs; several recipes may share
         # one run directory (and their common steps), each keeps its own record
@@ -164,8 +167,10 @@ class Runner:
                 return other, done
         return None
 
-    def run_step(self, i: int, step: Step) -> dict[str, Any]:
-        cmd, options, used, digest = self.plan(step)
+    def reuse(self, i: int, step: Step) -> tuple[dict[str, Any] | None, tuple]:
+        """The step's record when it need not run (finished before with the same key, or the
+        same computation under another name), else None; and its plan."""
+        cmd, options, used, digest = plan = self.plan(step)
         prev = self.state["steps"].get(step.name, {})
         total = len(self.recipe.steps)
         mine = str(self.recipe.path.resolve())
@@ -178,10 +183,9 @@ class Runner:
                 and all(Path(p).exists() for p in prev.get("outputs", {}).values())):
             result = _read_json(Path(prev.get("result_file", self.run_dir / slug(step.name)
                                               / "result.json")))
-            rec = {**prev, "name": step.name, "options": options,
-                   "result": result, "ran": False}
             self.echo(f"[{i}/{total}] {step.name}: done before, not redone")
-            return rec
+            return {**prev, "name": step.name, "options": options, "result": result,
+                    "ran": False}, plan
         twin = None if self.force else self._twin(digest, step.name)
         if twin is not None:  # the same computation is in this run directory under another name
             name, done = twin
@@ -194,35 +198,105 @@ class Runner:
             self.echo(f"[{i}/{total}] {step.name}: same as {name}, reused")
             rec = self.state["steps"][step.name]
             return {**rec, "name": step.name, "options": options, "ran": False,
-                    "result": _read_json(Path(rec["result_file"]))}
+                    "result": _read_json(Path(rec["result_file"]))}, plan
+        return None, plan
+
+    def start(self, i: int, step: Step, plan: tuple) -> dict[str, Any]:
+        """Record the step as started and return the options to call its operation with."""
+        cmd, options, used, digest = plan
+        prev = self.state["steps"].get(step.name, {})
         call = dict(options)
         in_run = _inside(options.get("out") or options.get("plot") or "", self.run_dir)
         if cmd.has("force") and in_run:
             call["force"] = True
         if cmd.has("resume") and prev.get("status") == "started" and prev.get("hash") == digest:
             call["resume"] = True  # an interrupted attempt of this very step: continue it
+        self.echo(f"[{i}/{len(self.recipe.steps)}] {step.name}: "
+                  f"{commands.call_text(cmd, options)}")
+        self.state["steps"][step.name] = {"status": "started", "hash": digest,
+                                          "recipe": str(self.recipe.path.resolve())}
+        self._save_state()
+        return call
+
+    def finish(self, step: Step, plan: tuple, result: Any, seconds: float) -> dict[str, Any]:
+        """Keep a finished step's result and outputs in the run state; its record."""
+        cmd, options, used, digest = plan
+        step_dir = self.run_dir / slug(step.name)
+        step_dir.mkdir(parents=True, exist_ok=True)
+        write_text(step_dir / "result.json", json.dumps(result, indent=2, default=str))
+        outputs = collect_outputs(cmd, options)
+        self.state["steps"][step.name] = {"status": "done", "hash": digest, "outputs": outputs,
+                                          "uses": used, "seconds": round(seconds, 2),
+                                          "result_file": str(step_dir / "result.json"),
+                                          "recipe": str(self.recipe.path.resolve())}
+        self._save_state()
+        return {**self.state["steps"][step.name], "name": step.name, "options": options,
+                "result": result, "ran": True}
+
+    def run_step(self, i: int, step: Step) -> dict[str, Any]:
+        """Run one step in this process (unless it can be reused)."""
+        rec, plan = self.reuse(i, step)
+        if rec is not None:
+            return rec
+        cmd = plan[0]
+        call = self.start(i, step, plan)
         if "log" in inspect.signature(cmd.operation.func).parameters:
             call["log"] = self.echo
-        self.echo(f"[{i}/{total}] {step.name}: {commands.call_text(cmd, options)}")
-        self.state["steps"][step.name] = {"status": "started", "hash": digest, "recipe": mine}
-        self._save_state()
         t0 = time.time()
         try:
             result = cmd.operation(**call).to_json()
         except WeightlabError as e:
             raise StepFailed(f"{self._where(step)}: step {step.name!r} failed: {e}") from e
-        seconds = round(time.time() - t0, 2)
-        step_dir = self.run_dir / slug(step.name)
-        step_dir.mkdir(parents=True, exist_ok=True)
-        write_text(step_dir / "result.json", json.dumps(result, indent=2))
-        outputs = collect_outputs(cmd, options)
-        self.state["steps"][step.name] = {"status": "done", "hash": digest, "outputs": outputs,
-                                          "uses": used, "seconds": seconds,
-                                          "result_file": str(step_dir / "result.json"),
-                                          "recipe": mine}
-        self._save_state()
-        return {**self.state["steps"][step.name], "name": step.name, "options": options,
-                "result": result, "ran": True}
+        return self.finish(step, plan, result, time.time() - t0)
+
+    def run_on(self, executor: Any) -> None:
+        """Every step through ``executor`` (:func:`weightlab.executors.run_graph`): steps whose
+        references do not connect them run at the same time; what finished before is reused.
+        A step's references are resolved when the steps it uses have finished."""
+        from weightlab.executors import GraphFailed, run_graph
+
+        index = {s.name: i for i, s in enumerate(self.recipe.steps, start=1)}
+        by_id = {slug(s.name): s for s in self.recipe.steps}
+        deps = {slug(s.name): [slug(d) for d in self.uses(s)] for s in self.recipe.steps}
+        plans: dict[str, tuple] = {}
+
+        def prepare(spec: dict, results: dict) -> dict:
+            step = by_id[spec["id"]]
+            rec, plan = self.reuse(index[step.name], step)
+            if rec is not None:  # nothing to compute: a step that returns the kept result
+                self.records[step.name] = {**rec, "label": step.label}
+                return {**spec, "call": "weightlab.recipes.runner:kept",
+                        "kwargs": {"result_file": str(rec.get("result_file", ""))},
+                        "out": f"{spec['id']}/kept-{rec['hash']}.json"}
+            plans[step.name] = plan
+            call = _absolute(plan[0], self.start(index[step.name], step, plan))
+            placed = "device" if plan[0].has("device") and "device" not in call else None
+            return {**spec, "kwargs": {"op": step.do, "options": call},
+                    "out": f"{spec['id']}/step-{plan[3]}.json",
+                    **({"device_kwarg": "device"} if placed else {})}
+
+        def on_done(sid: str, record: dict) -> None:
+            step = by_id[sid]
+            if step.name in plans:
+                rec = self.finish(step, plans[step.name], record["result"], record["seconds"])
+                self.records[step.name] = {**rec, "label": step.label}
+
+        specs = [{"id": sid, "call": "weightlab.executors.tasks:operation", "kwargs": {},
+                  "out": f"{sid}/step.json"} for sid in by_id]
+        try:
+            run_graph(specs, deps, executor, self.run_dir.resolve(), prepare=prepare,
+                      on_done=on_done, log=self.echo)
+        except GraphFailed as e:
+            sid, why = next(iter(e.failed.items()))
+            raise StepFailed(f"{self._where(by_id[sid])}: step {by_id[sid].name!r} failed: "
+                             f"{why}") from None
+        self.records = {s.name: self.records[s.name] for s in self.recipe.steps}
+
+    def uses(self, step: Step) -> list[str]:
+        """The earlier steps ``step`` references (its dependencies)."""
+        names = [s.name for s in self.recipe.steps]
+        heads = [refs.split(b, names)[0] for b in refs.bodies(step.options)]
+        return list(dict.fromkeys(h for h in heads if h in names and h != step.name))
 
     def dry_run(self) -> list[dict[str, Any]]:
         """Each step's call, with the outputs of earlier steps shown as ``<step.output>``."""
@@ -242,8 +316,11 @@ class Runner:
         self.record_dir.mkdir(parents=True, exist_ok=True)
         write_text(self.record_dir / "recipe.toml", self.recipe.text)
         write_text(self.record_dir / "versions.json", json.dumps(versions(), indent=2))
-        for i, step in enumerate(self.recipe.steps, start=1):
-            self.records[step.name] = {**self.run_step(i, step), "label": step.label}
+        if self.executor is None:
+            for i, step in enumerate(self.recipe.steps, start=1):
+                self.records[step.name] = {**self.run_step(i, step), "label": step.label}
+        else:
+            self.run_on(self.executor)
         resolved = {"recipe": str(self.recipe.path), "title": self.recipe.title,
                     "quick": self.recipe.quick, "vars": self.recipe.vars,
                     "steps": [{"name": r["name"], "do": self.recipe.step(r["name"]).do,
@@ -323,3 +400,22 @@ def _read_json(path: Path) -> Any:
     with contextlib.suppress(FileNotFoundError, json.JSONDecodeError):
         return json.loads(path.read_text())
     return None
+
+
+def kept(result_file: str) -> Any:
+    """A reused step's result, as a graph step (it computes nothing)."""
+    return _read_json(Path(result_file))
+
+
+def _absolute(cmd: commands.Command, options: dict[str, Any]) -> dict[str, Any]:
+    """Relative paths (input files and Path options) made absolute: a worker (Ray, SLURM)
+    runs in another working directory."""
+    paths = {p.name for p, ann, meta in cmd.operation.parameters()
+             if meta.input or "Path" in str(ann)}
+
+    def absolute(v: Any) -> Any:
+        return str(Path(v).resolve()) if isinstance(v, str) and v and \
+            not Path(v).is_absolute() else v
+
+    return {k: ([absolute(x) for x in v] if isinstance(v, list) else absolute(v))
+            if k in paths else v for k, v in options.items()}

@@ -4,12 +4,18 @@ Every rank builds the same models from the same seeds and walks the same global 
 computes on its contiguous share of a batch (``DeviceLoader.set_shard``). The loss on a share
 is Σ CE · world / B_global, so averaging gradients over ranks (what DDP does) gives exactly the
 gradient of the mean over the whole global batch, uneven last batches included — the same
-update as single-process training. Only rank 0 writes checkpoints, metrics and progress.
+update as single-process training. A final batch with fewer images than ranks leaves the last
+ranks an empty share: they still step (a zero gradient into the all-reduce, the same optimizer
+update as every rank) but keep their normalization statistics (:func:`keep_norm_stats`), so
+the batch is trained as in single-process training instead of being dropped. Only rank 0
+writes checkpoints, metrics and progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -86,3 +92,18 @@ def average_gradients(params: list[torch.Tensor], info: DistInfo) -> None:
 def barrier(info: DistInfo) -> None:
     if info.enabled:
         dist.barrier()
+
+
+@contextlib.contextmanager
+def keep_norm_stats(models: Sequence[torch.nn.Module]) -> Iterator[None]:
+    """Restore every normalization buffer (BatchNorm running mean/var and batch count) after a
+    step on an empty share: the forward of no images must not count as a batch (with
+    ``momentum=None`` the count weights the cumulative average) nor move the statistics."""
+    saved = [(b, b.detach().clone()) for m in models for _, b in m.named_buffers()
+             if b is not None]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for b, old in saved:
+                b.copy_(old)

@@ -199,7 +199,10 @@ class _Run:
                 for i, batches in enumerate(zip(*loaders), start=first):
                     lr = cfg.lr * lr_factor(cfg, it, total)
                     global_b = min(cfg.batch_size, n_train - i * cfg.batch_size)
-                    engine.step(batches, lr, dist.world / global_b)
+                    # an empty share (final batch smaller than the world) keeps its statistics
+                    with (dist_mod.keep_norm_stats(engine.models) if len(batches[0][1]) == 0
+                          else contextlib.nullcontext()):
+                        engine.step(batches, lr, dist.world / global_b)
                     it += 1
                     if bar is not None:
                         bar.advance(1, items=global_b)

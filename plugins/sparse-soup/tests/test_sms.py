@@ -101,9 +101,9 @@ def test_resume_skips_finished_ingredients_and_workers_train_the_rest(tmp_path, 
     assert "  phase_1/ingredient_1: finished earlier, skipped" in logs
     assert _digest(first) == before
     for k in (2, 3):
-        assert (run / f"phase_1/ingredient_{k}/spec.json").is_file()  # trained by a worker
+        assert (run / f"phase_1/ingredient_{k}/step.json").is_file()  # trained by a worker
         assert (run / f"phase_1/ingredient_{k}/model_1.safetensors").is_file()
-    assert not (run / "phase_1/ingredient_1/spec.json").exists()
+    assert not (run / "phase_1/ingredient_1/step.json").exists()
     seeds = [load(run / f"phase_1/ingredient_{k}/model_1.safetensors").train["seed"]
              for k in (1, 2, 3)]
     assert seeds == [0, 1, 2]

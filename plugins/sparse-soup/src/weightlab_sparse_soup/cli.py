@@ -81,6 +81,11 @@ def sms(
                                                             "(subprocesses)"),
     devices: str = typer.Option(None, "--devices", help="comma list, e.g. cuda:0,cuda:1 "
                                                         "(workers take them in turn)"),
+    executor: str = typer.Option(None, "--executor", help="where ingredients retrain: local, "
+                                 "ray, slurm (weightlab list executors)"),
+    executor_param: list[str] = typer.Option(None, "--executor-param", help="executor "
+                                             "parameter key=value, e.g. address=HOST:PORT"),
+    threads: int = typer.Option(None, "--threads", min=1, help="torch threads per ingredient"),
     pruner: str = typer.Option("global_magnitude", "--pruner", help="registered pruner"),
     imp: bool = typer.Option(True, "--imp/--no-imp", help="plain IMP baseline with the same "
                                                           "retraining budget"),
@@ -104,7 +109,8 @@ def sms(
     res = run(checkpoint, goal_sparsity=goal_sparsity, phases=phases, ingredients=ingredients,
               vary=vary, values=values, retrain_epochs=retrain_epochs, schedule=schedule,
               ensemble=ensemble, data=data, data_dir=data_dir, heldout=heldout, out=out,
-              phase=phase, workers=workers, devices=devices, pruner=pruner, imp=imp, seed=seed,
+              phase=phase, workers=workers, devices=devices, executor=executor,
+              executor_param=executor_param, threads=threads, pruner=pruner, imp=imp, seed=seed,
               batch_size=batch_size, train_samples=train_samples, bn_samples=bn_samples,
               original=original, device=device, force=force, log=info)
     summary, params = res.to_json(), res.params

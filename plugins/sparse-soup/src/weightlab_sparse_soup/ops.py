@@ -130,8 +130,16 @@ def sms(
     out: Annotated[Path | None, Opt("run directory (default runs/sms-<checkpoint>)")] = None,
     phase: Annotated[int | None, Opt("run only phase i (reads phase i-1's soup)", min=1)
                      ] = None,
-    workers: Annotated[int, Opt("ingredients retrained at once (subprocesses)", min=1)] = 1,
+    workers: Annotated[int, Opt("ingredients retrained at once (local worker processes)",
+                                min=1)] = 1,
     devices: Annotated[list[str] | str | None, Opt("devices workers take in turn")] = None,
+    executor: Annotated[Any, Opt("where ingredients retrain: local, ray, slurm, … or an "
+                                 "Executor (default: local with workers/devices)")] = None,
+    executor_param: Annotated[dict[str, Any] | list[str] | None,
+                              Opt("executor parameters")] = None,
+    threads: Annotated[int | None, Opt("torch threads per ingredient (results are "
+                                       "bit-identical only at equal thread counts)", min=1)
+                       ] = None,
     pruner: Annotated[str, Opt("registered pruner")] = "global_magnitude",
     imp: Annotated[bool, Opt("plain IMP baseline with the same retraining budget")] = True,
     seed: Annotated[int, Opt("base seed")] = 0,
@@ -173,11 +181,16 @@ def sms(
         [devmod.resolve(device)]
     run_dir = Path(out) if out else Path("runs") / f"sms-{Path(checkpoint).stem}"
     say = log or (lambda msg: None)
+    ex = component("executors", executor, executor_param)
     pl = Pipeline(Path(checkpoint), params, run_dir, workers=workers, devices=devs,
-                  force=force, log=say)
+                  executor=ex, threads=threads, force=force, log=say)
     if pl.resumed:
         say(f"continuing the SMS run in {run_dir}")
-    summary = pl.run(phase)
+    try:
+        summary = pl.run(phase)
+    finally:
+        if ex is not None:
+            ex.close()
     return SMSResult(summary, params=params, run_dir=run_dir)
 
 

@@ -71,11 +71,18 @@ def make_params(values: dict[str, Any]) -> SMSParams:
 
 class Pipeline:
     """Runs (or resumes) an SMS run directory. ``on_step(name)`` is called after every
-    finished step — a progress hook (and how tests interrupt a run)."""
+    finished step — a progress hook (and how tests interrupt a run).
+
+    Retraining (the ingredients of a phase, plain IMP) runs in this process, or through
+    ``executor`` (a :class:`weightlab.components.Executor`: ``local`` worker processes,
+    ``ray``, ``slurm``) as independent steps; ``workers > 1`` without an executor means the
+    local one with that many worker processes over ``devices``. ``threads``: torch threads
+    per retraining (default: this process's in process, cores / workers elsewhere)."""
 
     def __init__(self, checkpoint: str | Path, params: SMSParams, run_dir: str | Path, *,
                  device: str = "cpu", workers: int = 1, devices: list[str] | None = None,
-                 force: bool = False, log: Callable[[str], None] | None = None,
+                 executor: Any = None, threads: int | None = None, force: bool = False,
+                 log: Callable[[str], None] | None = None,
                  on_step: Callable[[str], None] | None = None, registry=None):
         from weightlab import checkpoint as ckpt_io
 
@@ -85,6 +92,12 @@ class Pipeline:
         self.devices = devices or [device]
         self.device = self.devices[0]
         self.workers = max(1, workers)
+        # where retraining runs: an executor component (ray, slurm, local …); without one,
+        # workers > 1 means local worker processes spread over ``devices``
+        self.executor = executor
+        # torch threads per retraining; results are bit-identical across executors only at
+        # equal thread counts (a different summation order changes the last bits)
+        self.threads = threads
         self.log = log or (lambda msg: print(msg, file=sys.stderr))
         self.on_step = on_step or (lambda step: None)
         self.registry = registry
@@ -223,14 +236,14 @@ class Pipeline:
         drop = ckpt_io.read_header(init).get("sms", {}).get("norm_drop")
         cfg = retrain_config(p.schedule, orig, setting.get("epochs", p.retrain_epochs), steps,
                              base, norm_drop=drop, prune_fraction=rate, lr=setting.get("lr"))
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        threads = self.threads or max(1, (os.cpu_count() or 1) // self.workers)
         return {"init": str(init), "run_dir": str(run_dir), "train": to_dict(cfg),
                 "data": self.data_spec(), "device": self.device, "threads": threads}
 
     def _train(self, jobs: list[tuple[str, dict]]) -> None:
-        """Retrain what is not finished yet: in this process, or in ``workers`` subprocesses
-        spread round-robin over ``devices``."""
-        from weightlab_sparse_soup.worker import RESULT, run_parallel, train_one
+        """Retrain what is not finished yet: in this process, or as independent steps through
+        the executor (:func:`weightlab.executors.run_graph`)."""
+        from weightlab_sparse_soup.worker import RESULT, train_one
 
         todo = []
         for step, spec in jobs:
@@ -238,19 +251,36 @@ class Pipeline:
                 self.log(f"  {step}: finished earlier, skipped")
             else:
                 todo.append((step, spec))
-        if self.workers > 1 and len(todo) > 1:
-            by_dir = {spec["run_dir"]: step for step, spec in todo}
-            for n, (_, spec) in enumerate(todo):
-                spec["device"] = self.devices[n % len(self.devices)]
-            self.log(f"  retraining {len(todo)} models in {self.workers} worker processes on "
-                     f"{', '.join(sorted(set(self.devices)))}")
-            run_parallel([spec for _, spec in todo], self.workers,
-                         lambda spec: self._trained(by_dir[spec["run_dir"]], spec))
+        if self.executor is not None or (self.workers > 1 and len(todo) > 1):
+            self._fan_out(todo)
             return
         for step, spec in todo:
-            spec = {**spec, "threads": None}
+            spec = {**spec, "threads": self.threads}  # None: this process's setting
             train_one(spec, self.train_bundle(), self.registry)
             self._trained(step, spec)
+
+    def _fan_out(self, todo: list[tuple[str, dict]]) -> None:
+        """Each retraining is a step spec (data): any executor runs it with the same result;
+        each finished one is recorded at once, even if another fails."""
+        from weightlab.executors import run_graph
+        from weightlab.executors.local import LocalExecutor
+
+        from weightlab_sparse_soup.worker import step_spec
+
+        if not todo:
+            return
+        by_id = {step: spec for step, spec in todo}
+        specs = [step_spec(step, spec, self.dir.root) for step, spec in todo]
+        executor = self.executor or LocalExecutor(workers=self.workers,
+                                                  devices=self.devices
+                                                  if len(self.devices) > 1 else [])
+        self.log(f"  retraining {len(todo)} models through the {executor.name} executor")
+        try:
+            run_graph(specs, {}, executor, self.dir.root, log=self.log,
+                      on_done=lambda step, record: self._trained(step, by_id[step]))
+        finally:
+            if self.executor is None:
+                executor.close()
 
     def _trained(self, step: str, spec: dict) -> None:
         t = spec["train"]

@@ -1,6 +1,7 @@
-"""Retrain one pruned model (an ingredient or the IMP baseline) from a JSON-able spec, in this
-process or in a subprocess (``python -m weightlab_sparse_soup.worker SPEC.json``), so that the
-ingredients of a phase can train concurrently on one device or one per device.
+"""Retrain one pruned model (an ingredient or the IMP baseline) from a JSON-able spec: in this
+process with the already loaded data (:func:`train_one`), or as a step of
+:func:`weightlab.executors.run_graph` (:func:`retrain`, see :func:`step_spec`) on any executor
+— local worker processes one per device, a Ray cluster, SLURM jobs.
 
 A spec: ``init`` (the pruned checkpoint: weights and mask), ``run_dir``, ``train`` (TrainConfig
 values), ``data`` (see :func:`load_bundle`), ``device``, ``threads``. The result is
@@ -10,16 +11,11 @@ finished epoch (the training loop's ``resume.pt``).
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
-
-from weightlab.errors import WeightlabError
+from typing import Any
 
 RESULT = "model_1.safetensors"
+STEP_RECORD = "step.json"  # run_step's record beside the ingredient's run directory files
 
 
 def load_bundle(spec: dict, device: str):
@@ -54,49 +50,21 @@ def train_one(spec: dict, bundle=None, registry=None) -> Path:
     return run_dir / RESULT
 
 
-def _subprocess(spec: dict) -> Path:
-    from weightlab.atomic import write_text
+def retrain(**spec: Any) -> dict[str, Any]:
+    """The step callable: :func:`train_one` in the worker, loading its own data; returns the
+    checkpoint and the digest of its tensors."""
+    from weightlab import checkpoint as ckpt_io
 
-    run_dir = Path(spec["run_dir"])
-    run_dir.mkdir(parents=True, exist_ok=True)
-    spec_path = run_dir / "spec.json"
-    write_text(spec_path, json.dumps(spec, indent=1))
-    proc = subprocess.run([sys.executable, "-m", "weightlab_sparse_soup.worker", str(spec_path)],
-                          capture_output=True, text=True)
-    if proc.returncode != 0:
-        lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
-        raise WeightlabError(f"{run_dir}: retraining failed in its worker process: "
-                             f"{lines[-1] if lines else f'exit code {proc.returncode}'}")
-    return run_dir / RESULT
+    path = train_one(spec)
+    return {"checkpoint": str(path), "sha256": ckpt_io.read_header(path)["sha256"]}
 
 
-def run_parallel(specs: list[dict], workers: int, on_done: Callable[[dict], None]) -> None:
-    """Train ``specs`` in up to ``workers`` subprocesses at once; ``on_done`` is called (in this
-    thread) as each finishes, so finished ones are recorded even if another fails."""
-    errors = []
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(_subprocess, s): s for s in specs}
-        for fut in as_completed(futures):
-            try:
-                fut.result()
-            except WeightlabError as e:
-                errors.append(e)
-                continue
-            on_done(futures[fut])
-    if errors:
-        raise errors[0]
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = sys.argv[1:] if argv is None else argv
-    try:
-        spec = json.loads(Path(args[0]).read_text())
-        print(train_one(spec))
-    except Exception as e:  # noqa: BLE001 - one line back to the parent process
-        print(f"{type(e).__name__}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def step_spec(step: str, spec: dict, root: Path) -> dict[str, Any]:
+    """The executor step of one retraining: ``step`` (e.g. phase_1/ingredient_2) is its id, its
+    record goes beside the model (``run_dir/step.json``), and the executor's device (local
+    ``devices``, a Ray or SLURM GPU) replaces ``spec["device"]`` when it assigns one."""
+    out = (Path(spec["run_dir"]) / STEP_RECORD).resolve().relative_to(root.resolve())
+    threads = spec.get("threads")
+    return {"id": step, "call": "weightlab_sparse_soup.worker:retrain", "kwargs": spec,
+            "out": out.as_posix(), "device_kwarg": "device",
+            **({"resources": {"cpus": threads}} if threads else {})}

@@ -1,0 +1,1 @@
+"""weightlab-ray: independent steps as Ray tasks on an existing (or private local) cluster."""

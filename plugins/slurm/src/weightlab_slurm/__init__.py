@@ -1,0 +1,1 @@
+"""weightlab-slurm: independent steps as SLURM job arrays, submitted with submitit."""
