@@ -102,3 +102,14 @@ def test_helpers_and_bad_input(tmp_path):
     with pytest.raises(UsageError, match="2 labels for 1 results"):
         plotting.plot_files([interp], tmp_path / "x.png", labels=["a", "b"])
     assert not (tmp_path / "x.png").exists()
+
+
+def test_sweep_figure_has_the_dense_reference_and_an_honest_axis(tmp_path, drawn):
+    records = [{"sparsity_target": s, "dense": {"top1": 0.983}, "pruned": {"top1": p},
+                "normalized": {"top1": n}, "normalizer": "repair", "pruner": "magnitude"}
+               for s, p, n in ((0.5, 0.983, 0.986), (0.9, 0.936, 0.967), (0.95, 0.747, 0.945))]
+    plotting.sweep_figure(records, tmp_path / "s.png")
+    (fig,) = drawn
+    (ax,) = fig["axes"]
+    assert ax["lines"] == ["dense (98.3 %)", "one-shot pruned", "pruned + repair"]
+    assert ax["ylim"] == (60.0, 100.0)  # 74.7 % - 5 → 60: the collapse at 95 % shows as such

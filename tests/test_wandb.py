@@ -88,3 +88,16 @@ def test_an_interrupted_start_leaves_no_empty_run_directory(tmp_path, cli, monke
     code, _, err = cli(*TRAIN, "--out", run)
     assert code == 130 and "interrupted" in err
     assert not run.exists()
+
+
+def test_ctrl_c_during_data_loading_says_interrupted(tmp_path, cli, monkeypatch):
+    """typer turns KeyboardInterrupt into a silent exit 130; the CLI says what happened."""
+    from weightlab.data import bundle
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(bundle, "load_data", interrupted)
+    code, _, err = cli(*TRAIN, "--out", tmp_path / "run")
+    assert (code, err.strip()) == (130, "interrupted")
+    assert not (tmp_path / "run").exists()

@@ -62,6 +62,16 @@ def _one_line_warnings() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:  # Ctrl-C while Python is still importing the command tree
+        print("interrupted", file=sys.stderr)
+        if argv is None:
+            sys.exit(130)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     import typer
     from weightlab.errors import WeightlabError
 
@@ -77,6 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         rv = command.main(args=args, prog_name="weightlab", standalone_mode=False)
         code = rv if isinstance(rv, int) else 0
+        if code == 130:  # typer turns Ctrl-C into a silent Exit(130), returned as the result
+            print("interrupted", file=sys.stderr)
     except exits as e:
         code = e.exit_code
     except aborts:

@@ -181,6 +181,37 @@ def diagnose_figure(results: Sequence[dict[str, Any]], path: str | Path, *,
     return save_png(path, draw, size=(11, 4.2), ncols=2)
 
 
+def sweep_figure(records: Sequence[dict[str, Any]], path: str | Path, *, title: str = ""
+                 ) -> Path:
+    """Test top-1 against sparsity for a pruning sweep (:func:`weightlab.pruning.sweep`): the
+    dense model as the dashed reference, one-shot pruned, and pruned + the normalizer."""
+
+    def draw(fig, ax):
+        xs = [100 * r["sparsity_target"] for r in records]
+        shown = []
+        if records and "dense" in records[0]:
+            dense = 100 * records[0]["dense"]["top1"]
+            ax.axhline(dense, color="gray", ls="--", lw=1, label=f"dense ({dense:.1f} %)")
+            shown.append(dense)
+        pruned = [100 * r["pruned"]["top1"] for r in records]
+        ax.plot(xs, pruned, "o-", label="one-shot pruned")
+        shown += pruned
+        if records and "normalized" in records[0]:
+            fixed = [100 * r["normalized"]["top1"] for r in records]
+            ax.plot(xs, fixed, "s-", label=f"pruned + {records[0]['normalizer']}")
+            shown += fixed
+        ax.set_ylim(accuracy_floor(shown or [0.0]), 100)
+        ax.set_xlabel("sparsity (% of the pruned weights removed)")
+        ax.set_ylabel("test top-1 accuracy (%)")
+        pruner = records[0].get("pruner") if records else None
+        ax.set_title(title or (f"One-shot pruning with {pruner}" if pruner else
+                               "One-shot pruning"), fontsize=11)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+
+    return save_png(path, draw)
+
+
 def result_kind(res: Any) -> str:
     """'interpolation' or 'diagnose' for a result dict; UsageError otherwise."""
     if isinstance(res, dict) and "alpha" in res:

@@ -296,28 +296,8 @@ def sweep(dense: nn.Module, pruner: Any, sparsities: Sequence[float], *,
 
 
 def plot_sweep(records: Sequence[dict], path: Any, title: str = "") -> None:
-    """Top-1 against sparsity: dense (flat line), pruned, re-normalized."""
-    import matplotlib
+    """Top-1 against sparsity: dense (flat line), pruned, re-normalized
+    (:func:`weightlab.plotting.sweep_figure`)."""
+    from weightlab.plotting import sweep_figure
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    from weightlab.atomic import atomic_path
-
-    xs = [r["sparsity_target"] for r in records]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    if records and "dense" in records[0]:
-        ax.axhline(100 * records[0]["dense"]["top1"], color="gray", ls="--", label="dense")
-    ax.plot(xs, [100 * r["pruned"]["top1"] for r in records], "o-", label="one-shot pruned")
-    if records and "normalized" in records[0]:
-        ax.plot(xs, [100 * r["normalized"]["top1"] for r in records], "s-",
-                label=f"pruned + {records[0]['normalizer']}")
-    ax.set_xlabel("sparsity")
-    ax.set_ylabel("test top-1 (%)")
-    ax.set_title(title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    sweep_figure(records, path, title=title)
