@@ -42,8 +42,12 @@ class OutOfTime(Exception):
 class Session:
     """Where a part writes, how long it may take, and how it runs commands."""
 
-    def __init__(self, out: Path, work: Path, deadline: float, device: str):
+    def __init__(self, out: Path, work: Path, deadline: float, device: str,
+                 own_groups: bool = True):
         self.out, self.work, self.deadline, self.device = out, work, deadline, device
+        # the orchestrator starts each part as a process group of its own; inside a part,
+        # commands stay in the part's group, so stopping the part stops them too
+        self.own_groups = own_groups
         self.in_process = True
         self.calls: list[dict] = []
         out.mkdir(parents=True, exist_ok=True)
@@ -58,8 +62,8 @@ class Session:
 
     def run(self, args: list[str], label: str, capture: bool = True
             ) -> tuple[int, str, float]:
-        """One command as a process group of its own (stderr to the log as it comes, stdout
-        kept unless not ``capture``), killed at the deadline (OutOfTime)."""
+        """One command (stderr to the log as it comes, stdout kept unless not ``capture``),
+        killed with all its children at the deadline (OutOfTime)."""
         limit = self.left()
         if limit <= 1:
             raise OutOfTime(f"{label}: no time left to start it")
@@ -68,11 +72,14 @@ class Session:
         t0 = time.time()
         with open(stdout_path, "w") as so:
             proc = subprocess.Popen(args, stdout=so if capture else None, stderr=None,
-                                    start_new_session=True)
+                                    start_new_session=self.own_groups)
             try:
                 rc = proc.wait(timeout=limit)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                if self.own_groups:
+                    os.killpg(proc.pid, signal.SIGKILL)
+                else:
+                    proc.kill()
                 proc.wait()
                 self.calls.append({"label": label, "seconds": time.time() - t0, "rc": None})
                 raise OutOfTime(f"{label}: stopped at the session deadline after "
@@ -238,8 +245,9 @@ def part_c(s, size, planner, rec) -> None:
     s.write("c", rec)
     pair = train_pair(s, size.c_pfm, size, "c_vgg16", pfm)
     s.write("c", rec)
-    res, call = s.cli(["pfm", *pair, "--matcher", "cca", "--sweep", "--calibration-samples",
-                       str(size.calibration), "--device", s.device], "pfm cca sweep")
+    res, call = s.cli(["pfm", *pair, "--matcher", "cca", *size.pfm_ks,
+                       "--calibration-samples", str(size.calibration), "--device", s.device],
+                      "pfm cca " + " ".join(size.pfm_ks))
     pfm["call"] = call
     if res is None:
         pfm["status"] = "failed"

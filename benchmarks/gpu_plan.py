@@ -1,10 +1,10 @@
 """The GPU session's plan: what each part runs at each size, and how long it should take.
 
-A part's time is estimated as (CLI calls × the per-call overhead) + (its floating-point work ÷
-an effective FLOP rate). The per-call overhead is measured on the machine itself before the
-plan (``benchmarks.gpu_session.probe``: a process that imports torch and weightlab, loads the
-plugins, initializes the device and loads the dataset, as every CLI call does). The work is
-counted from the models' forward FLOPs (``weightlab.flops.count``: 2 FLOPs per
+A part's time is estimated as its process's start-up + (CLI calls × ``IN_PROCESS_CALL_S``) +
+(its floating-point work ÷ an effective FLOP rate). The start-up is measured on the machine
+itself before the plan (``benchmarks.gpu_session.probe``: a process that imports torch and
+weightlab, loads the plugins, initializes the device and loads the dataset, as a part does).
+The work is counted from the models' forward FLOPs (``weightlab.flops.count``: 2 FLOPs per
 multiply-accumulate of every conv and linear layer), × 3 for a training step (forward +
 backward), over the images each step of the part touches. Before part (a) has run, the rate
 is the device's bf16 peak × an assumed model FLOP utilization (``MFU_GUESS``: small CIFAR nets
@@ -22,6 +22,10 @@ from dataclasses import asdict, dataclass, field, replace
 # launch-bound at batch 128 (~0.5 %: ~20k images/s per model), the wide nets ~5 %.
 MFU_GUESS = {"cifar_resnet20": 0.005, "cifar_vgg16_bn": 0.05, "cifar_vgg16": 0.05,
              "cifar_resnet20_4x": 0.05}
+# Seconds each CLI call costs inside a part's process besides its arithmetic (reading the
+# dataset again, building the models, the JSON): assumed; the process start-up itself is the
+# probe's measurement, paid once per part.
+IN_PROCESS_CALL_S = 2.0
 # Which measured model stands in for one that part (a) does not time (same layer widths).
 RATE_PROXY = {"cifar_vgg16": "cifar_vgg16_bn", "cifar_resnet20_4x": "cifar_vgg16_bn"}
 
@@ -67,6 +71,7 @@ class Size:
     prune_models: int = 2     # how many models of the c pair are pruned
     sparsity: float = 0.8
     fit_epochs: bool = True   # choose epochs from the time left (tiny: always its one epoch)
+    pfm_ks: list[str] = field(default_factory=lambda: ["--sweep"])  # k = 0 … L−1
 
 
 FULL = Size(
@@ -90,6 +95,7 @@ TINY = Size(
     c_pfm=PairTraining("cifar_vgg11", "vf-cifar10-vgg16", 1, 1, eval_every=0),
     d=PairTraining("cifar_resnet8_2x", "vf-cifar10-resnet20-4x", 1, 1, eval_every=0),
     prune_models=1, fit_epochs=False,
+    pfm_ks=["--k", "2"],  # one k: the sweep's loop, without 9 evaluations on the CPU
 )
 SIZES = {"full": FULL, "tiny": TINY}
 
@@ -162,8 +168,9 @@ class Planner:
         work = 2 * (3 * f * s.train_images * epochs + f * s.test_images * evals) \
             + extra_calls * extra_passes * f * max(s.test_images, s.calibration)
         rate, source = self.rate(t.model)
-        return Estimate(part, f"{t.model} pair × {epochs} epochs", 1 + extra_calls,
-                        work / 1e12, (1 + extra_calls) * self.overhead + work / rate, epochs,
+        calls = 1 + extra_calls
+        return Estimate(part, f"{t.model} pair × {epochs} epochs", calls, work / 1e12,
+                        self.overhead + calls * IN_PROCESS_CALL_S + work / rate, epochs,
                         source)
 
     def per_epoch(self, t: PairTraining) -> float:

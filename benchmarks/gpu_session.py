@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     out = Path(a.out)
     work = Path(a.work) if a.work else \
         Path(os.environ.get("TMPDIR", "/tmp")) / f"weightlab-gpu-session-{os.getpid()}"
-    s = Session(out, work, deadline, device)
+    s = Session(out, work, deadline, device, own_groups=not a.run_part)
     dev = torch.device(device)
     peak, peak_source = peak_flops(dev)
     if a.peak_tflops:
