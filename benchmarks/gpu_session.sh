@@ -59,7 +59,12 @@ session() {
         # its plugins over them, resolving and downloading nothing
         plugin_args=()
         for p in plugins/*/; do plugin_args+=(-e "$p"); done
-        "$py" -m pip install -q --no-build-isolation --no-deps --no-compile -e . "${plugin_args[@]}"
+        if ! "$py" -m pip install -q --no-build-isolation --no-deps --no-compile -e . \
+                "${plugin_args[@]}"; then
+            # an image whose setuptools cannot build editable installs: a plain install
+            echo "editable install failed; installing weightlab as a plain package"
+            "$py" -m pip install -q --no-build-isolation --no-deps --no-compile . plugins/*/
+        fi
         echo "installed weightlab in $(($(date +%s) - start)) s"
     fi
     export PYTHONUNBUFFERED=1 WEIGHTLAB_DEBUG=1
@@ -78,5 +83,6 @@ session() {
     "$py" -m benchmarks.gpu_session --deadline $((start + ${SESSION_BUDGET_S:-480})) "$@"
 }
 
-# everything to the log that comes back too (a command stopped at its limit keeps it)
-session "$@" 2>&1 | tee -a "$out/session.log"
+# everything to the log that comes back too (a command stopped at its limit keeps it); one
+# compound command ending in exit, so bash reads nothing after it (an edit during a run is safe)
+{ session "$@" 2>&1 | tee -a "$out/session.log"; exit; }
