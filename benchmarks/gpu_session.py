@@ -141,9 +141,11 @@ def parse(argv):
     p.add_argument("--peak-tflops", type=float, default=None,
                    help="plan against this bf16 peak instead of the device's (e.g. 989 to "
                         "plan an H200 run on a CPU)")
+    p.add_argument("--epochs", type=int, default=None,
+                   help="train every training part this many epochs instead of fitting them "
+                        "to the time left (a rerun of one part)")
     # internal: run one part in this process (the orchestrator starts these)
     p.add_argument("--run-part", default=None, help=argparse.SUPPRESS)
-    p.add_argument("--epochs", type=int, default=None, help=argparse.SUPPRESS)
     p.add_argument("--overhead", type=float, default=0.0, help=argparse.SUPPRESS)
     return p.parse_args(argv)
 
@@ -215,7 +217,7 @@ def main(argv=None) -> int:
             rec.update(status="failed", reason=problem)
             s.write(part, rec)
             continue
-        est = _fit(part, parts, planner, size, s)
+        est = _fit(part, parts, planner, size, s, a.epochs)
         if est is None:
             t = planner.part_steps(part)[0]
             need = planner.estimate(part, t.min_epochs).seconds
@@ -255,12 +257,15 @@ def main(argv=None) -> int:
     return 1 if problem else 0
 
 
-def _fit(part, parts, planner, size, s):
-    """Part (a) as planned; a training part with the epochs that fit (tiny: its one epoch)."""
+def _fit(part, parts, planner, size, s, epochs=None):
+    """Part (a) as planned; a training part with ``epochs`` if given (a rerun), else the
+    epochs that fit (tiny: its one epoch)."""
     if part == "a":
         return planner.estimate("a")
-    if not size.fit_epochs:
-        return planner.estimate(part)
+    if epochs or not size.fit_epochs:
+        t = planner.part_steps(part)[0]
+        t.epochs = epochs or t.target_epochs
+        return planner.estimate(part, t.epochs)
     nxt = {"b": "c", "c": "d"}.get(part)
     return planner.allot(part, s.left(), nxt if nxt in parts else None)
 
