@@ -97,7 +97,8 @@ class Session:
                 self.in_process = False
         else:
             rc, text, secs = self.run(weightlab_cmd() + args, label)
-        rec = {"label": label, "rc": rc, "seconds": round(secs, 2)}
+        rec = {"label": label, "rc": rc, "seconds": round(secs, 2),
+               "command": "weightlab " + " ".join(args)}
         if rc != 0:
             self.say(f"{label}: exit {rc}")
             return None, rec

@@ -279,6 +279,9 @@ def summary(records: dict[str, dict], total: float) -> None:
         if tr:
             accs = ", ".join(f"{100 * m['test_top1']:.2f}%" for m in tr["models"])
             line += f"  {tr['model']} {tr['epochs']} ep [{' '.join(tr['flags'])}]: {accs}"
+            if "target_top1" in r:
+                line += f" (target {100 * r['target_top1']:.1f}%: " + \
+                    ("reached)" if r.get("reached_target") else "not reached)")
         for m in r.get("merges") or []:
             if "midpoint" in m:
                 line += f" | {m['matcher']}+{m['normalizer']} {100 * m['midpoint']:.2f}%"

@@ -48,7 +48,9 @@ mkdir -p "$out"
 session() {
     export WEIGHTLAB_TEST_CACHE=${WEIGHTLAB_TEST_CACHE:-/tmp/weightlab-cache}
     local cifar=$WEIGHTLAB_TEST_CACHE/cifar10 writer=
-    if [ -z "${SKIP_INSTALL:-}" ] && [ -f .gpu/data/cifar10/cifar10_jpeg_bytes.npz ]; then
+    if [ -f "$cifar/cifar-10-batches-py/test_batch" ]; then
+        export WEIGHTLAB_DATA=$cifar  # written by an earlier call on this machine
+    elif [ -z "${SKIP_INSTALL:-}" ] && [ -f .gpu/data/cifar10/cifar10_jpeg_bytes.npz ]; then
         # on the device: decode the carried CIFAR-10 copy while pip installs
         "$py" .gpu/data/cifar10/materialize.py "$cifar" &
         writer=$!

@@ -60,6 +60,8 @@ def test_the_rehearsal_runs_every_part_and_writes_its_json(tmp_path):
     assert [(m["matcher"], m["normalizer"]) for m in b["merges"]] == [
         ("identity", "none"), ("weight", "none"), ("weight", "reset_bn"), ("weight", "repair")]
     assert all(0.0 <= m["midpoint"] <= 1.0 and m["rc"] == 0 for m in b["merges"])
+    assert b["merges"][-1]["command"].startswith("weightlab merge ")
+    assert b["merges"][-1]["command"].endswith("--normalizer repair --json")
     assert b["target_top1"] == 0.915 and b["reached_target"] is False
     # (c) 80 % of the pruned weights are zeros, before and after the BatchNorm reset; PFM
     # with the first 2 of VGG11's conv layers preserved (the GPU run sweeps k = 0 … L−1)
