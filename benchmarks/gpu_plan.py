@@ -194,7 +194,7 @@ class Planner:
             # the plain loop's DataLoader start (8 workers) and its PIL pipeline: a few s per
             # measurement on a server CPU
             secs += 3 * f * imgs / rate + 5 * len(batches)
-        return Estimate("a", "throughput + pair efficiency of " +
+        return Estimate("a", "speed and pair efficiency: " +
                         ", ".join(self.size.bench_models), calls, work / 1e12, secs, None,
                         self.rate(self.size.bench_models[0])[1])
 
@@ -239,8 +239,8 @@ class Planner:
 
 
 def describe(e: Estimate) -> str:
-    return (f"  ({e.part}) {e.what:<44} {e.calls:>2} calls  {e.tflop:9.1f} TFLOP  "
-            f"~{e.seconds:6.0f} s  [{e.rate_source}]")
+    return (f"  {'(' + e.part + ')':<8}{e.what:<52} {e.calls:>2} calls {e.tflop:9.1f} TFLOP "
+            f"~{e.seconds:5.0f} s  [{e.rate_source}]")
 
 
 def as_dict(e: Estimate) -> dict:

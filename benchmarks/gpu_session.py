@@ -197,7 +197,7 @@ def main(argv=None) -> int:
     except (RuntimeError, OutOfTime) as e:
         problem = str(e)
     env["seconds_per_call"] = round(planner.overhead, 2)
-    plan = planner.table(parts + (["c_pfm"] if "c" in parts else []))
+    plan = planner.table([q for p in parts for q in ([p, "c_pfm"] if p == "c" else [p])])
     print(f"GPU session plan ({a.size} size on {env.get('gpu', device)}, peak "
           f"{peak / 1e12:.3g} TFLOP/s, {peak_source}; start-up {planner.overhead:.1f} s per "
           f"process, measured{' without data loading' if data == '-' else ''}); "
