@@ -4,7 +4,7 @@ rehearsed on the CPU at tiny size, and its time guard, fallbacks, plan and packi
 The rehearsal runs every part (a)–(d) with the same CLI calls as the GPU run, on 64 synthetic
 32×32 images with the smallest models of the same families (ResNet-8 for ResNet-20, VGG11-BN for
 VGG16-BN, VGG11 for VGG16, ResNet-8×2 for ResNet-20×4). Measured 2026-12-03 on the shared 2-core
-machine under load 5–7 (other sessions' tests): the rehearsal 128–143 s, everything else 9 s;
+machine under load 5–9 (other sessions' tests): the rehearsal 128–183 s, everything else 9 s;
 a process start-up (the probe) took 7–13 s there, so a quiet machine should need about a third.
 The rehearsal is marked slow."""
 
