@@ -1,6 +1,6 @@
 """The WoodFisher benchmark's streamed parts: resident and streamed runs agree before any time
 is reported, and ``--plan`` shows a ResNet-50 / B = 2000 run's streamed plan without computing
-it (what ``benchmarks/gpu_session.sh woodfisher-resnet50`` runs on an H100)."""
+it (what ``--model resnet50 --block-size 2000 --device cuda`` runs on a GPU)."""
 
 import json
 import subprocess
