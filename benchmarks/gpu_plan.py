@@ -4,7 +4,7 @@ A part's time is estimated as its process's start-up + (CLI calls × ``IN_PROCES
 (its floating-point work ÷ an effective FLOP rate). The start-up is measured on the machine
 itself before the plan (``benchmarks.gpu_session.probe``: a process that imports torch and
 weightlab, loads the plugins, initializes the device and loads the dataset, as a part does).
-The work is counted from the models' forward FLOPs (``weightlab.flops.count``: 2 FLOPs per
+The work is counted from the models' forward FLOPs (``weightlab.flopcount.count``: 2 FLOPs per
 multiply-accumulate of every conv and linear layer), × 3 for a training step (forward +
 backward), over the images each step of the part touches. Before part (a) has run, the rate
 is the device's bf16 peak × an assumed model FLOP utilization (``MFU_GUESS``: small CIFAR nets
@@ -115,7 +115,7 @@ class Estimate:
 def forward_flops(model: str, shape=(3, 32, 32), classes: int = 10) -> float:
     """Forward FLOPs per image (2 per multiply-accumulate of every conv and linear layer)."""
     from weightlab import plugins
-    from weightlab.flops import count
+    from weightlab.flopcount import count
 
     net = plugins.registry().create("models", model).build(list(shape), classes)
     return float(count(net, list(shape))["flops"])

@@ -139,7 +139,7 @@ def test_training_falls_back_to_the_next_engine_when_one_fails(tmp_path):
 def _planner(size: str = "full"):
     from benchmarks import gpu_plan
 
-    # forward FLOPs per image (2 per multiply-accumulate), as weightlab.flops.count gives them
+    # forward FLOPs per image (2 per multiply-accumulate), as weightlab.flopcount.count gives them
     fwd = {"cifar_resnet20": 81.63e6, "cifar_vgg16_bn": 626.4e6, "cifar_vgg16": 626.4e6,
            "cifar_resnet20_4x": 1295.4e6}
     return gpu_plan.Planner(gpu_plan.size_named(size), 989e12, 5.0, flops=fwd.__getitem__)
