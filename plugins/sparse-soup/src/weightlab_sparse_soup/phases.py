@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import torch
-from weightlab.errors import UnknownComponentError, UsageError
+from weightlab.errors import UsageError
 
 VARY = ("seed", "weight_decay", "retrain_length", "learning_rate")
 
@@ -35,14 +35,10 @@ def prune_step(model: torch.nn.Module, masks: dict[str, torch.Tensor], sparsity:
     from weightlab import plugins
 
     reg = registry or plugins.registry()
-    try:
-        comp = reg.create("pruners", pruner)
-    except UnknownComponentError as e:
-        raise UnknownComponentError(f"{e}; IMP prunes with a registered pruner — install the "
-                                    f"woodfisher plugin for 'global_magnitude'") from None
+    comp = reg.create("pruners", pruner)  # global_magnitude is built in (weightlab.pruners)
     before = _flat_params(model)
     new_masks = comp.prune(model, sparsity, dict(masks),
-                           data=data if getattr(comp, "needs_data", False) else None)
+                           data=data if comp.needs_data else None)
     after = _flat_params(model)
     diff2 = sum(float((a.double() - b.double()).pow(2).sum()) for a, b in zip(after, before))
     norm2 = sum(float(b.double().pow(2).sum()) for b in before)
