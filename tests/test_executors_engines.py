@@ -165,3 +165,69 @@ def test_sms_phase_ingredients_on_ray_equal_the_in_process_run(ray_address, tmp_
         a, b = (ckpt_io.read_header(tmp_path / r / "phase_1" / f) for r in ("local", "ray"))
         assert a["sha256"] == b["sha256"], f
     assert (tmp_path / "ray/phase_1/ingredient_2/step.json").is_file()
+
+
+RECIPE = """\
+title = "two independent pairs, merged"
+
+[[step]]
+name = "pair_a"
+do = "train"
+model = "mlp"
+data = "digits"
+pair = true
+epochs = 2
+seed = 0
+param = { width = 32, depth = 2 }
+
+[[step]]
+name = "pair_b"
+do = "train"
+model = "mlp"
+data = "digits"
+pair = true
+epochs = 2
+seed = 10
+param = { width = 32, depth = 2 }
+
+[[step]]
+name = "merge_a"
+do = "merge"
+checkpoints = ["${pair_a.model_1}", "${pair_a.model_2}"]
+matcher = "weight"
+
+[[step]]
+name = "merge_b"
+do = "merge"
+checkpoints = ["${pair_b.model_1}", "${pair_b.model_2}"]
+matcher = "weight"
+
+[[report]]
+title = "midpoints"
+each = ["merge_a", "merge_b"]
+columns = ["step", "midpoint"]
+row = ["${each.name}", "${each.result.evaluation.-1.top1}"]
+"""
+
+
+def test_a_recipe_on_ray_gives_the_report_of_the_run_here(ray_address, tmp_path):
+    """Two independent train → merge chains (digits MLPs, 2 epochs): run on the Ray head
+    (references resolved as their steps finish) the report and every checkpoint's tensors
+    equal the run in this process; a second run on Ray reuses every step."""
+    from weightlab import checkpoint as ckpt_io
+    from weightlab.recipes import Runner, load
+    from weightlab_ray.executor import RayExecutor
+
+    path = tmp_path / "pairs.toml"
+    path.write_text(RECIPE)
+    here = Runner(load(path), tmp_path / "here", echo=lambda m: None).run()
+    with RayExecutor(address=ray_address) as ex:
+        there = Runner(load(path), tmp_path / "ray", echo=lambda m: None, executor=ex).run()
+        again = Runner(load(path), tmp_path / "ray", echo=lambda m: None, executor=ex).run()
+    assert there["reports"][0]["rows"] == here["reports"][0]["rows"]
+    for step in ("pair_a", "pair_b"):
+        for k in (1, 2):
+            a, b = (ckpt_io.read_header(tmp_path / r / step / f"model_{k}.safetensors")
+                    for r in ("here", "ray"))
+            assert a["sha256"] == b["sha256"], (step, k)
+    assert all(s["ran"] for s in there["steps"]) and not any(s["ran"] for s in again["steps"])
