@@ -36,6 +36,18 @@ def test_plain_lines_are_periodic_not_per_step():
     assert out.getvalue().count("\n") == 1  # only the final line within an hour
 
 
+def test_an_unknown_total_counts_steps_without_percent_or_eta():
+    """A sweep whose length the caller does not know (pfm without --k): steps only."""
+    out = io.StringIO()
+    bar = StepBar("pfm", None, stream=out, interval=0.0)
+    for _ in range(3):
+        bar.advance()
+    bar.stop()
+    lines = out.getvalue().splitlines()
+    assert lines[0] == "pfm 1" and lines[-1].startswith("pfm 3  done in ")
+    assert "%" not in out.getvalue() and "ETA" not in out.getvalue()
+
+
 def test_off_is_silent_and_formatting_helpers():
     out = io.StringIO()
     bar = StepBar("x", 3, stream=out, mode="off")

@@ -45,7 +45,8 @@ def format_fields(fields: dict[str, Any]) -> str:
 
 
 class StepBar:
-    """Progress over ``total`` steps, ``done`` of them already (a resumed run).
+    """Progress over ``total`` steps, ``done`` of them already (a resumed run); ``total=None``
+    when the count is not known in advance (then no percentage and no ETA).
 
     Example::
 
@@ -56,7 +57,7 @@ class StepBar:
         bar.stop()
     """
 
-    def __init__(self, label: str, total: int, done: int = 0, *, unit: str = "img",
+    def __init__(self, label: str, total: int | None, done: int = 0, *, unit: str = "img",
                  stats: Callable[[], dict[str, Any]] | None = None,
                  stream: TextIO | None = None, interval: float | None = None,
                  mode: str | None = None):
@@ -98,18 +99,24 @@ class StepBar:
 
     def eta(self) -> float | None:
         steps_per_s, _ = self.rate()
-        return (self.total - self.done) / steps_per_s if steps_per_s > 0 else None
+        if self.total is None or steps_per_s <= 0:
+            return None
+        return (self.total - self.done) / steps_per_s
 
     def line(self) -> str:
         """The status as one line: label, steps, fields, rate and time left."""
-        pct = 100 * self.done / self.total if self.total else 100.0
         _, items_per_s = self.rate()
         eta = self.eta()
-        parts = [f"{self.label} {self.done}/{self.total} ({pct:.0f}%)",
+        if self.total is None:
+            steps = f"{self.label} {self.done}"
+        else:
+            pct = 100 * self.done / self.total if self.total else 100.0
+            steps = f"{self.label} {self.done}/{self.total} ({pct:.0f}%)"
+        parts = [steps,
                  format_fields(self.fields)]
         if self._items:
             parts.append(f"{items_per_s:,.0f} {self.unit}/s")
-        if eta is not None and self.done < self.total:
+        if eta is not None and self.total is not None and self.done < self.total:
             parts.append(f"ETA {duration(eta)}")
         return "  ".join(p for p in parts if p)
 
@@ -119,9 +126,9 @@ class StepBar:
         now = time.perf_counter()
         if self.mode == "off":
             return
-        if self._p is None and (now - self._last < self.interval or self.done >= self.total):
+        if self._p is None and (now - self._last < self.interval or self._finished()):
             return  # plain: the last line comes from stop()
-        if self._p is not None and now - self._last < TTY_REFRESH_S and self.done < self.total:
+        if self._p is not None and now - self._last < TTY_REFRESH_S and not self._finished():
             self._p.update(self._task, completed=self.done)
             return
         self._last = now
@@ -138,6 +145,9 @@ class StepBar:
             self._p.update(self._task, completed=self.done, info=info)
         else:
             self._print()
+
+    def _finished(self) -> bool:
+        return self.total is not None and self.done >= self.total
 
     def _print(self) -> None:
         print(self.line(), file=self.stream, flush=True)
