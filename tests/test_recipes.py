@@ -254,3 +254,32 @@ def test_recipes_sharing_a_run_directory_reuse_equal_steps_and_protect_the_rest(
     assert not cli.json("run", same, "--out", run_dir)["steps"][0]["ran"]  # same command line
     code, out, err = cli("run", clash, "--out", run_dir)
     assert code == 1 and "would overwrite the outputs of step 'count'" in err
+
+
+def test_twin_steps_submitted_together_run_once_on_an_executor(tmp_path, cli):
+    """Two steps computing the same thing (the merge_pairs recipe's shared quick stand-in) are
+    ready at once on an executor; the second waits for the first and reuses it instead of
+    training the same pair twice (before: both ran, the twin's directory was written)."""
+    twins = """
+    [[step]]
+    name = "a"
+    do = "train"
+    model = "mlp"
+    data = "digits"
+    epochs = 1
+    param = { width = 16, depth = 1 }
+
+    [[step]]
+    name = "b"
+    do = "train"
+    model = "mlp"
+    data = "digits"
+    epochs = 1
+    param = { width = 16, depth = 1 }
+    """
+    path = _write(tmp_path, twins)
+    res = cli.json("run", path, "--out", tmp_path / "run", "--executor", "local")
+    ran = {s["name"]: s["ran"] for s in res["steps"]}
+    assert ran == {"a": True, "b": False}
+    assert res["steps"][1]["outputs"] == res["steps"][0]["outputs"]
+    assert not list((tmp_path / "run" / "b").glob("*.safetensors"))  # trained once, in a/

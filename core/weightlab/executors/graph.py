@@ -84,7 +84,9 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
     its stored record (``record["result"]`` is what the callable returned).
 
     ``prepare(spec, results)`` may fill a spec from its dependencies' results just before it
-    is submitted (the recipe runner resolves its references there). ``on_done(id, record)`` is
+    is submitted (the recipe runner resolves its references there); returning None defers the
+    step until another running step finishes (the runner waits so for a step computing the
+    same thing, instead of computing it twice). ``on_done(id, record)`` is
     called in this thread as each step finishes (recorded even if another step fails later).
     ``retries``: how often a step whose worker died is run again. Raises :class:`GraphFailed`
     after every runnable step has run when any step failed."""
@@ -141,10 +143,18 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             ready = [s for s in order if s not in started
                      and all(d in results for d in deps.get(s, ()))]
             batch = []
+            deferred = False
             for sid in ready:
                 started.add(sid)
-                spec = check_spec(prepare(dict(by_id[sid]), results) if prepare
-                                  else by_id[sid])
+                prepared = prepare(dict(by_id[sid]), results) if prepare else by_id[sid]
+                if prepared is None:
+                    if not running and not batch:
+                        raise UsageError(f"step {sid!r} was deferred with nothing running to "
+                                         f"wait for")
+                    started.discard(sid)  # asked again when a running step finishes
+                    deferred = True
+                    continue
+                spec = check_spec(prepared)
                 record = read_result(spec, run_dir)
                 if record is not None:
                     log(f"{sid}: finished earlier, not redone")
@@ -157,7 +167,7 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             if batch:
                 submit(batch)
             if not running:
-                if ready:  # all of them had finished earlier: look for the next ones
+                if ready and not deferred:  # all had finished earlier: look for the next
                     continue
                 break  # everything ran, or what is left depends on a failed step
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)

@@ -259,8 +259,9 @@ class Runner:
         by_id = {slug(s.name): s for s in self.recipe.steps}
         deps = {slug(s.name): [slug(d) for d in self.uses(s)] for s in self.recipe.steps}
         plans: dict[str, tuple] = {}
+        computing: set[str] = set()  # digests of the steps submitted and not yet finished
 
-        def prepare(spec: dict, results: dict) -> dict:
+        def prepare(spec: dict, results: dict) -> dict | None:
             step = by_id[spec["id"]]
             rec, plan = self.reuse(index[step.name], step)
             if rec is not None:  # nothing to compute: a step that returns the kept result
@@ -268,6 +269,9 @@ class Runner:
                 return {**spec, "call": "weightlab.recipes.runner:kept",
                         "kwargs": {"result_file": str(rec.get("result_file", ""))},
                         "out": f"{spec['id']}/kept-{rec['hash']}.json"}
+            if plan[3] in computing:  # its twin is running: reuse it when it is done
+                return None
+            computing.add(plan[3])
             plans[step.name] = plan
             call = _absolute(plan[0], self.start(index[step.name], step, plan))
             placed = "device" if plan[0].has("device") and "device" not in call else None
@@ -278,6 +282,7 @@ class Runner:
         def on_done(sid: str, record: dict) -> None:
             step = by_id[sid]
             if step.name in plans:
+                computing.discard(plans[step.name][3])
                 rec = self.finish(step, plans[step.name], record["result"], record["seconds"])
                 self.records[step.name] = {**rec, "label": step.label}
 
