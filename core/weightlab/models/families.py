@@ -87,6 +87,8 @@ class CifarResNetModel(Model):
         depth: int = param(20, "6n+2 layers (20, 32, 44, 56, 110, …)", min=8)
         norm: str = param("bn", "normalization", choices=("bn", "ln", "none", "fixup"))
         bias: bool = param(True, "conv biases when there is no norm; head bias")
+        shortcut_bias: bool = param(False, "plain ResNets: a bias on the 1×1 shortcut convs too "
+                                           "(the seed code has none)")
         width: int = param(1, "channel width multiplier", min=1)
         init: str = _INIT
 
@@ -111,7 +113,7 @@ class CifarResNetModel(Model):
         p = self.params
         fixup = p.norm == "fixup"
         net = CifarResNet(p.depth, num_classes, input_shape[0], p.width,
-                          "none" if fixup else p.norm, p.bias, fixup)
+                          "none" if fixup else p.norm, p.bias, fixup, p.shortcut_bias)
         return initialize(net, p.init) if not fixup else net
 
 

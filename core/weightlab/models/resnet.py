@@ -2,6 +2,8 @@
 stem conv → three stages of n basic blocks (16k/32k/64k channels) → global pool → linear.
 Downsampling shortcuts are 1×1 convs (+ norm). Keys: ``conv1, bn1, layer{1,2,3}.<i>.*,
 linear``. ``norm`` is bn, ln or none (plain); ``fixup`` adds Fixup's scalar biases and scale.
+The seed code (XingyuQu/VF ``source/models``) names the same tensors ``segments.<s>``,
+``norm*`` and ``fc``; :mod:`weightlab.statekeys` renames them on import.
 """
 
 import torch
@@ -15,7 +17,8 @@ __all__ = ["BasicBlock", "CifarResNet", "blocks_per_stage"]
 
 
 class BasicBlock(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int, norm: str, bias: bool):
+    def __init__(self, c_in: int, c_out: int, stride: int, norm: str, bias: bool,
+                 shortcut_bias: bool = False):
         super().__init__()
         conv_bias = bias and norm == "none"
         self.conv1 = nn.Conv2d(c_in, c_out, 3, stride, 1, bias=conv_bias)
@@ -24,8 +27,10 @@ class BasicBlock(nn.Module):
         self.bn2 = norm2d(norm, c_out)
         self.shortcut = nn.Sequential()
         if stride != 1 or c_in != c_out:
-            self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=conv_bias),
-                                          norm2d(norm, c_out))
+            # the seed's plain ResNet has no bias on its 1×1 shortcut convs (shortcut_bias=False)
+            self.shortcut = nn.Sequential(
+                nn.Conv2d(c_in, c_out, 1, stride, bias=conv_bias and shortcut_bias),
+                norm2d(norm, c_out))
 
     def forward(self, x):
         out = F.relu(self.bn1(self.conv1(x)))
@@ -51,15 +56,17 @@ class FixupBlock(nn.Module):
             self.shortcut = nn.Sequential(nn.Conv2d(c_in, c_out, 1, stride, bias=False))
 
     def forward(self, x):
-        xa = x + self.bias1a
-        out = F.relu(self.conv1(xa) + self.bias1b)
+        out = F.relu(self.conv1(x + self.bias1a) + self.bias1b)
         out = self.conv2(out + self.bias2a) * self.scale + self.bias2b
-        return F.relu(out + self.shortcut(xa))
+        # as the seed (and Zhang et al.'s code): bias1a reaches a projection shortcut only; an
+        # identity shortcut carries x itself
+        return F.relu(out + (self.shortcut(x + self.bias1a) if len(self.shortcut) else x))
 
 
 class CifarResNet(nn.Module):
     def __init__(self, depth: int, num_classes: int = 10, in_channels: int = 3, width: int = 1,
-                 norm: str = "bn", bias: bool = True, fixup: bool = False):
+                 norm: str = "bn", bias: bool = True, fixup: bool = False,
+                 shortcut_bias: bool = False):
         super().__init__()
         n = blocks_per_stage(depth)
         widths = [16 * width, 32 * width, 64 * width]
@@ -74,7 +81,7 @@ class CifarResNet(nn.Module):
             for i in range(n):
                 stride = 2 if stage > 0 and i == 0 else 1
                 blocks.append(FixupBlock(c_in, c_out, stride) if fixup
-                              else BasicBlock(c_in, c_out, stride, norm, bias))
+                              else BasicBlock(c_in, c_out, stride, norm, bias, shortcut_bias))
                 c_in = c_out
             setattr(self, f"layer{stage + 1}", nn.Sequential(*blocks))
         if fixup:
@@ -95,9 +102,10 @@ class CifarResNet(nn.Module):
         nn.init.zeros_(self.linear.bias)
 
     def forward(self, x):
-        out = F.relu(self.bn1(self.conv1(x)))
-        if self.fixup:
-            out = out + self.bias1
+        if self.fixup:  # the seed: relu(conv1(x) + bias1), the scalar bias before the ReLU
+            out = F.relu(self.conv1(x) + self.bias1)
+        else:
+            out = F.relu(self.bn1(self.conv1(x)))
         out = self.layer3(self.layer2(self.layer1(out)))
         out = out.mean((2, 3))  # global average pool (a reduction vmap batches; the pool op
         # falls back to a per-model loop in its backward under vmap)

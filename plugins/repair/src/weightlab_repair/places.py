@@ -32,15 +32,16 @@ class Place:
     norm_name: str | None  # the per-channel-affine norm reading the layer's output directly
     norm: nn.Module | None
     logits: bool
+    pre_norm: bool = False  # measured and corrected at the layer's output, before its norm
 
     @property
     def point(self) -> nn.Module:
         """The module whose output is measured and corrected."""
-        return self.norm if self.norm is not None else self.layer
+        return self.norm if self.norm is not None and not self.pre_norm else self.layer
 
     @property
     def point_name(self) -> str:
-        return self.norm_name or self.name
+        return self.name if self.pre_norm else (self.norm_name or self.name)
 
     @property
     def channels(self) -> int:
@@ -118,8 +119,43 @@ def same_places(places: list[Place], other: nn.Module, label: str) -> list[Place
                     f"{label}: module {name!r} does not match the model being normalized "
                     f"(expected {type(mod).__name__} with weight {tuple(mod.weight.shape)})")
         out.append(Place(p.depth, p.name, modules[p.name], p.norm_name,
-                         modules[p.norm_name] if p.norm_name else None, p.logits))
+                         modules[p.norm_name] if p.norm_name else None, p.logits, p.pre_norm))
     return out
+
+
+PLACEMENTS = ("all", "seed")
+
+
+def select_places(places: list[Place], placement: str) -> list[Place]:
+    """Where a renormalizer corrects (the logits layer never).
+
+    ``all``: every conv/linear layer — stem and shortcuts included — at the following norm's
+    output when there is one (REPAIR's notebook on BatchNorm nets), else at the layer's output;
+    a layer with neither bias nor norm (the seed's plain ResNet shortcuts) cannot take a mean
+    shift and is left alone, unless every layer is so (then: an error; use ``rescale``).
+
+    ``seed``: what the Vanishing Feature code does (XingyuQu/VF ``source/utils/connect.py``,
+    ``make_repaired_net``): in a CIFAR ResNet only the residual blocks' ``conv1``/``conv2`` — not
+    the stem, not the shortcuts — elsewhere every conv layer (VGG's ``features``), each at the
+    conv's own output, before its norm."""
+    if placement not in PLACEMENTS:
+        raise UsageError(f"placement={placement!r}: expected one of {', '.join(PLACEMENTS)}")
+    places = [p for p in places if not p.logits]
+    if placement == "all":
+        return places
+    resnet = any(".shortcut" in p.name or p.name.startswith("layer1.") for p in places)
+    picked = []
+    for p in places:
+        if not isinstance(p.layer, _ConvNd):
+            continue
+        if resnet and not (p.name.startswith("layer") and
+                           p.name.rsplit(".", 1)[-1] in ("conv1", "conv2")):
+            continue
+        picked.append(Place(p.depth, p.name, p.layer, p.norm_name, p.norm, False, True))
+    if not picked:
+        raise UsageError("placement='seed': this model has no conv layer to correct; "
+                         "use placement='all'")
+    return picked
 
 
 def effective_bias(place: Place) -> torch.Tensor:
@@ -140,14 +176,27 @@ def effective_bias(place: Place) -> torch.Tensor:
 
 
 def needs_bias(place: Place) -> bool:
-    """A shift can be folded only into a norm's β or the layer's own bias."""
+    """A shift can be folded only into a norm's β, the layer's own bias or (corrected before
+    the norm) a BatchNorm's running mean."""
+    if place.pre_norm:
+        return place.layer.bias is None and not isinstance(place.norm, _BatchNorm)
     return place.norm is None and place.layer.bias is None
 
 
 @torch.no_grad()
 def fold(place: Place, scale: torch.Tensor | None, shift: torch.Tensor | None) -> None:
     """Make the point's output z' = scale ⊙ z + shift (per channel) by changing parameters."""
-    if place.norm is not None:
+    if place.pre_norm and place.layer.bias is None and isinstance(place.norm, _BatchNorm):
+        # BN(a·z + c) = γ(a·z + c − μ)/σ + β = (γ·a)(z − (μ − c)/a)/σ + β: exact with
+        # γ ← γ·a and running_mean ← (μ − c)/a (σ unchanged)
+        bn = place.norm
+        a = (scale.double() if scale is not None else
+             torch.ones(place.channels, dtype=torch.float64, device=bn.weight.device))
+        c = shift.double() if shift is not None else torch.zeros_like(a)
+        bn.running_mean.copy_(((bn.running_mean.double() - c) / a).to(bn.running_mean.dtype))
+        bn.weight.mul_(a.to(bn.weight.dtype))
+        return
+    if place.norm is not None and not place.pre_norm:
         w, b = place.norm.weight, place.norm.bias  # output γ n + β → (scale γ) n + scale β + shift
     else:
         w, b = place.layer.weight, place.layer.bias  # rows of W and b scale with the output

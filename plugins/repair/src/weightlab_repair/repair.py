@@ -25,6 +25,9 @@ if TYPE_CHECKING:  # torch loads when a model is corrected, not when normalizers
     from weightlab_repair.stats import ChannelMoments
 
 SAMPLES = param(4096, "calibration samples to use from the data", min=1)
+PLACEMENT = param("all", "where to correct: all (every conv/linear, at the norm's output "
+                         "when one follows) or seed (the VF code: a ResNet's block convs, VGG's "
+                         "convs, before the norm)", choices=("all", "seed"))
 EPS = param(1e-5, "ε in √(σ² + ε)", min=0.0, min_exclusive=True)
 
 
@@ -87,12 +90,20 @@ def _reset_hook(mode: str, goal_mu: torch.Tensor, goal_sd: torch.Tensor, eps: fl
 
 @no_grad
 def renormalize(model: nn.Module, references: Sequence[nn.Module], weights: Sequence[float],
-                data, *, mode: str, samples: int, eps: float) -> nn.Module:
+                data, *, mode: str, samples: int, eps: float, placement: str = "all"
+                ) -> nn.Module:
     """A corrected deep copy of ``model`` (``model`` and the references are not modified).
 
-    Every conv/linear layer except the logits layer is corrected at its point (the following
-    per-channel-affine norm's output if any, else its own output)."""
-    from weightlab_repair.places import find_places, fold, needs_bias, same_places
+    The places :func:`~weightlab_repair.places.select_places` picks for ``placement`` are
+    corrected at their point (``all``: the following per-channel-affine norm's output if any,
+    else the layer's output; ``seed``: the conv's own output)."""
+    from weightlab_repair.places import (
+        find_places,
+        fold,
+        needs_bias,
+        same_places,
+        select_places,
+    )
     from weightlab_repair.stats import (
         ChannelMoments,
         calibration_batches,
@@ -105,12 +116,13 @@ def renormalize(model: nn.Module, references: Sequence[nn.Module], weights: Sequ
     weights = check_references(who, references, weights)
     target = copy.deepcopy(model)
     example = first_batch(data, samples, target, who)[:2]
-    places = [p for p in find_places(target, example) if not p.logits]
+    places = select_places(find_places(target, example), placement)
     if mode != "rescale":
         missing = [p.name for p in places if needs_bias(p)]
-        if missing:
+        if missing and (placement != "all" or len(missing) == len(places)):
             raise UsageError(f"{who}: layer {missing[0]!r} has no bias to take the mean shift "
                              f"(and no norm after it); use the 'rescale' normalizer instead")
+        places = [p for p in places if not needs_bias(p)]  # all: bias-free shortcuts stay
     ref_places = [same_places(places, ref, f"reference model {i + 1}")
                   for i, ref in enumerate(references)]
     moments = reference_moments(references, ref_places,
@@ -142,7 +154,8 @@ class _Renormalizer(Normalizer):
     def apply(self, model, references, weights, data, graph=None):
         # ``graph`` is not needed: the places come from a hooked forward pass of ``model``.
         return renormalize(model, references, weights, data, mode=self.mode,
-                           samples=self.params.samples, eps=getattr(self.params, "eps", 1e-5))
+                           samples=self.params.samples, eps=getattr(self.params, "eps", 1e-5),
+                           placement=getattr(self.params, "placement", "all"))
 
 
 class Repair(_Renormalizer):
@@ -171,6 +184,7 @@ class Repair(_Renormalizer):
     class Params:
         samples: int = SAMPLES
         eps: float = EPS
+        placement: str = PLACEMENT
 
 
 class Rescale(_Renormalizer):
@@ -186,6 +200,7 @@ class Rescale(_Renormalizer):
     class Params:
         samples: int = SAMPLES
         eps: float = EPS
+        placement: str = PLACEMENT
 
 
 class Reshift(_Renormalizer):
@@ -200,3 +215,4 @@ class Reshift(_Renormalizer):
     @dataclass
     class Params:
         samples: int = SAMPLES
+        placement: str = PLACEMENT

@@ -1,0 +1,98 @@
+"""REPAIR's placement: ``all`` (every conv/linear at the norm's output) or ``seed`` (the
+Vanishing Feature code's ``make_repaired_net``: a CIFAR ResNet's block conv1/conv2 only, VGG's
+every conv, each before its norm). Exact properties, no training."""
+
+import pytest
+import torch
+from torch import nn
+from weightlab import testing
+from weightlab.errors import UsageError
+from weightlab.models.layers import ChannelLayerNorm
+from weightlab_repair.places import find_places, select_places
+from weightlab_repair.repair import Repair, Rescale, Reshift
+
+
+def _randomize_norms(net: nn.Module, seed: int) -> None:
+    """Non-trivial norm statistics and affine parameters, so that a wrong fold shows."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if getattr(m, "running_mean", None) is not None:
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return testing.tiny_data("digits")
+
+
+def test_seed_placement_picks_the_block_convs_of_a_resnet():
+    """ResNet-8 has 1 stem conv, 3 blocks × 2 convs, 2 projection shortcuts and the head: the
+    seed corrects exactly the 6 block convs (listed by hand from the model's layout)."""
+    net = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=0).eval()
+    places = find_places(net, torch.randn(2, 1, 8, 8))
+    seed = select_places(places, "seed")
+    assert [p.name for p in seed] == ["layer1.0.conv1", "layer1.0.conv2", "layer2.0.conv1",
+                                      "layer2.0.conv2", "layer3.0.conv1", "layer3.0.conv2"]
+    assert all(p.pre_norm and p.point is p.layer for p in seed)
+    everything = [p.name for p in select_places(places, "all")]
+    assert "conv1" in everything and "layer2.0.shortcut.0" in everything
+    with pytest.raises(UsageError, match="placement='nowhere'"):
+        select_places(places, "nowhere")
+
+
+@pytest.mark.parametrize("name", ["cifar_resnet8", "plain_cifar_resnet8", "mlp"])
+@pytest.mark.parametrize("cls", [Repair, Rescale, Reshift])
+def test_seed_placement_towards_itself_is_identity(digits, name, cls):
+    """A model repaired towards itself at the seed's places is unchanged (float64): for the BN
+    ResNet the pre-norm correction folds exactly into γ and the running mean; the plain ResNet
+    folds into its block convs' biases. (The MLP has no conv: seed placement is an error.)"""
+    net = testing.tiny_model(name, input_shape=(1, 8, 8), seed=1).double().eval()
+    _randomize_norms(net, 2)
+    calib = digits.loader("calibration", batch_size=512, num_samples=512)
+    x = next(iter(digits.loader("test", batch_size=256)))[0].double()
+    norm = cls(placement="seed")
+    if name == "mlp":
+        with pytest.raises(UsageError, match="no conv layer"):
+            norm.apply(net, [net], [1.0], calib)
+        return
+    out = norm.apply(net, [net], [1.0], calib)
+    with torch.no_grad():
+        before, after = net(x), out(x)
+    assert (after - before).abs().max() <= 1e-10 * before.abs().max()
+
+
+def test_seed_placement_folds_a_real_correction_exactly(digits):
+    """Repair a ResNet-8 (BN) towards a different model at the seed's places, then check the
+    folded model against the same correction applied as an explicit affine map on each block
+    conv's output (z' = a·z + c with the a, c the folded model implies): max relative |Δ| of the
+    logits ≤ 1e-9 in float64."""
+    a = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=1).double().eval()
+    b = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=2).double().eval()
+    _randomize_norms(a, 3)
+    _randomize_norms(b, 4)
+    calib = digits.loader("calibration", batch_size=512, num_samples=512)
+    x = next(iter(digits.loader("test", batch_size=64)))[0].double()
+    out = Repair(placement="seed").apply(a, [b], [1.0], calib)
+    # unfolded: the original a with an affine map after each block conv that reproduces out's BN
+    handles = []
+    for name, conv in a.named_modules():
+        if name.startswith("layer") and name.rsplit(".", 1)[-1] in ("conv1", "conv2"):
+            bn_a = a.get_submodule(name.replace("conv", "bn"))
+            bn_o = out.get_submodule(name.replace("conv", "bn"))
+            scale = bn_o.weight.double() / bn_a.weight.double()  # γ' = γ·a
+            shift = bn_a.running_mean.double() - scale * bn_o.running_mean.double()  # μ' = (μ−c)/a
+            handles.append(conv.register_forward_hook(
+                lambda m, i, z, s=scale, c=shift: z * s.view(1, -1, 1, 1) + c.view(1, -1, 1, 1)))
+    with torch.no_grad():
+        want = a(x)
+    for h in handles:
+        h.remove()
+    with torch.no_grad():
+        got = out(x)
+        assert (got - want).abs().max() <= 1e-9 * want.abs().max()
+        assert (got - a(x)).abs().max() > 1e-3 * want.abs().max()  # it did change the model
