@@ -61,6 +61,10 @@ class Model(Component):
     pattern: ClassVar[str | None] = None
     examples: ClassVar[tuple[str, ...]] = ()
     default_input_shape: ClassVar[tuple[int, ...]] = (3, 32, 32)
+    #: state-dict layouts of other codebases that ``weightlab import`` accepts: codebase name →
+    #: ordered ``(regex, replacement)`` rules renaming its keys to this family's (data, not
+    #: code; see :mod:`weightlab.statekeys`)
+    foreign_layouts: ClassVar[dict[str, tuple[tuple[str, str], ...]]] = {}
 
     @classmethod
     def params_from_name(cls, name: str) -> dict[str, Any] | None:

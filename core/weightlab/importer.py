@@ -67,9 +67,31 @@ def import_state_dict(path: Path, model: str, data: str, dest: Path, *,
     comp = reg.create("models", model, model_params)
     nc = num_classes or dinfo["num_classes"]
     info = ckpt_io.model_info(model, comp.params_dict(), dinfo["input_shape"], nc)
+    sd, layout = match_keys(sd, comp, tuple(dinfo["input_shape"]), nc, path, model)
     ck = ckpt_io.Checkpoint(model=info, state=sd, data=dinfo,
-                            provenance={"kind": "imported", "source": str(path)})
+                            provenance={"kind": "imported", "source": str(path),
+                                        **({"layout": layout} if layout else {})})
     net = ck.build(reg)  # validates names and shapes against the model
     ck.state = {k: v.detach().clone() for k, v in net.state_dict().items()}
     ckpt_io.save(ck, dest, force=force)
     return ck
+
+
+def match_keys(sd: dict[str, torch.Tensor], comp: Any, input_shape: tuple[int, ...],
+               num_classes: int, path: Path, model: str
+               ) -> tuple[dict[str, torch.Tensor], str | None]:
+    """The file's tensors under the model's key names: as they are, or renamed by one of the
+    family's ``foreign_layouts`` (e.g. the seed code's ``segments.0.…``/``norm1``/``fc``). A
+    file no layout fits is one error line naming the first mismatch and its closest key."""
+    from weightlab import statekeys
+
+    expected = list(comp.build(input_shape, num_classes).state_dict())
+    layouts = getattr(comp, "foreign_layouts", {}) or {}
+    found = statekeys.adopt(sd, expected, layouts)
+    if found is not None:
+        layout, renamed = found
+        return renamed, layout
+    layout, keys = statekeys.closest_layout(sd, expected, layouts)
+    how = f" (read with the {layout!r} layout)" if layout else ""
+    raise CheckpointError(f"{path}: keys do not fit model {model}{how}: "
+                          f"{statekeys.mismatch_line(keys, expected)}")

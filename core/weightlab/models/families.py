@@ -81,6 +81,11 @@ class CifarResNetModel(Model):
               r"(?P<nobias>_nobias)?(?:_(?P<width>\d+)x)?"
     examples = ("cifar_resnet20", "cifar_resnet20_4x", "cifar_resnet20_ln", "cifar_resnet32",
                 "plain_cifar_resnet20", "plain_cifar_resnet20_nobias", "fixup_cifar_resnet20")
+    # the Vanishing Feature code (XingyuQu/VF source/models/*cifar_resnet.py, after open_lth):
+    # segments.<s> → layer<s+1>, norm<k> → bn<k>, fc → linear; the rest is named alike
+    foreign_layouts = {"vf": ((r"^segments\.0\.", "layer1."), (r"^segments\.1\.", "layer2."),
+                              (r"^segments\.2\.", "layer3."), (r"(^|\.)norm(\d)\.", r"\1bn\2."),
+                              (r"^fc\.", "linear."))}
 
     @dataclass
     class Params:
