@@ -215,3 +215,34 @@ def test_heldout_split_is_seeded_and_disjoint_from_train():
         load_data("digits").loader("heldout")
     with pytest.raises(DataError, match=r"heldout=1437 must be in \[0, 1437\)"):
         load_data("digits", heldout=1437)
+
+
+def test_cifar100_with_the_seed_codes_cifar10_normalization(tmp_path, cli):
+    """The seed normalizes CIFAR-100 with CIFAR-10's mean/std. normalization=cifar10 gives
+    exactly those inputs (x̂ = (x/255 − μ₁₀)/σ₁₀, re-stated here), is stored in an imported
+    checkpoint and comes back when the checkpoint is evaluated (before: CIFAR-100's own
+    statistics always)."""
+    from weightlab.ops.common import load_bundle
+
+    _write_cifar100(tmp_path)
+    own = load_data("cifar100", data_dir=tmp_path)
+    seed = load_data("cifar100", data_dir=tmp_path, params={"normalization": "cifar10"})
+    mu = torch.tensor([0.4914, 0.4822, 0.4465]).view(1, 3, 1, 1)
+    sd = torch.tensor([0.2023, 0.1994, 0.2010]).view(1, 3, 1, 1)  # the seed's (data_funcs.py)
+    x_seed, _ = next(iter(seed.loader("test", batch_size=10)))
+    x_own, _ = next(iter(own.loader("test", batch_size=10)))
+    want = (seed.test[0].float() / 255 - mu) / sd
+    assert torch.allclose(x_seed, want, atol=1e-4) and not torch.allclose(x_own, want, atol=1e-2)
+
+    src = tmp_path / "model_1_160.pt"
+    torch.save(testing.tiny_model("cifar_resnet8", input_shape=(3, 32, 32),
+                                  num_classes=100).state_dict(), src)
+    code, _, err = cli("import", src, "--model", "cifar_resnet8", "--data", "cifar100",
+                       "--data-param", "normalization=cifar10", "--out", tmp_path / "m.safetensors")
+    assert code == 0, err
+    from weightlab import checkpoint as ckpt_io
+
+    ck = ckpt_io.load(tmp_path / "m.safetensors")
+    assert ck.data["params"] == {"normalization": "cifar10"}
+    assert ck.data["mean"] == pytest.approx([0.4914, 0.4822, 0.4465])
+    assert load_bundle(ck, None, tmp_path, "cpu").dataset.mean == seed.dataset.mean

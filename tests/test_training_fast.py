@@ -14,7 +14,6 @@ import torch.nn.functional as F
 from weightlab import testing
 from weightlab.data.bundle import load_data
 from weightlab.params import build_params
-from weightlab.training import recipes
 from weightlab.training.config import SpeedOptions, TrainConfig
 from weightlab.training.logging import read_jsonl
 from weightlab.training.loop import RESUME_FILE, TrainJob, build_models, train
@@ -240,22 +239,6 @@ def test_loader_shards_cover_the_global_batch(digits):
         xs = torch.cat([p[i][0] for p in parts])
         assert torch.equal(xs, x) and torch.equal(torch.cat([p[i][1] for p in parts]), y)
     assert [len(p[-1][1]) for p in parts] == [10, 10, 9]  # 1437 = 22·64 + 29
-
-
-def test_every_recipe_is_the_seed_recipe():
-    names = recipes.available()
-    assert len(names) == 12 and "vf-cifar10-resnet20" in names and "vf-cifar100-vgg16-ln" in names
-    models = set()
-    for name in names:
-        r = recipes.load(name)
-        cfg = build_params(TrainConfig, r.train)
-        assert (cfg.epochs, cfg.batch_size, cfg.lr, cfg.momentum, cfg.weight_decay) == \
-            (160, 128, 0.1, 0.9, 1e-4)
-        assert cfg.milestones == [32000, 48000] and cfg.gamma == 0.1
-        assert cfg.warmup_epochs in (0, 1) and r.models == 2 and r.data in ("cifar10", "cifar100")
-        models.add(r.model)
-    assert models == {"cifar_vgg16", "cifar_vgg16_bn", "cifar_vgg16_ln", "cifar_resnet20",
-                      "cifar_resnet20_4x", "cifar_resnet20_ln"}
 
 
 def test_recipe_from_a_path_with_flags_overriding(tmp_path, cli):

@@ -16,6 +16,9 @@ def import_checkpoint(
     num_classes: int = typer.Option(None, "--num-classes", help="default: the dataset's"),
     out: Path = typer.Option(None, "--out", "-o", help="output (default FILE.safetensors)"),
     model_param: list[str] = PARAM_OPT,
+    data_param: list[str] = typer.Option(None, "--data-param", help="dataset parameter "
+                                         "key=value (normalization=cifar10: the seed's "
+                                         "CIFAR-100 models)"),
     force: bool = FORCE_OPT,
 ):
     """Convert a plain torch state dict (loaded with weights_only=True; the Vanishing Feature
@@ -23,5 +26,5 @@ def import_checkpoint(
     from weightlab.ops import import_checkpoint as run
 
     res = run(file, model, data=data, num_classes=num_classes, out=out,
-              model_param=model_param, force=force)
+              model_param=model_param, data_param=data_param, force=force)
     info(f"wrote {res['out']}")

@@ -45,6 +45,9 @@ def train(
     train_param: list[str] = typer.Option(None, "--train-param", help="any training setting "
                                           "key=value (weight_decay, milestones, warmup_epochs …)"),
     model_param: list[str] = PARAM_OPT,
+    data_param: list[str] = typer.Option(None, "--data-param", help="dataset parameter "
+                                         "key=value (normalization=cifar10: the seed's "
+                                         "CIFAR-100 inputs)"),
     heldout: int = typer.Option(None, "--heldout", help="training images held out (for later "
                                                         "calibration or greedy soups)"),
     lmc_freq: float = typer.Option(None, "--lmc-freq", help="measure linear mode connectivity "
@@ -86,7 +89,8 @@ def train(
     res = run(model, recipe=recipe, data=data, data_dir=data_dir, out=out, pair=pair,
               models=models, same_init=same_init, epochs=epochs, batch_size=batch_size, lr=lr,
               schedule=schedule, seed=seed, save_epochs=save_epochs, train_param=train_param,
-              model_param=model_param, heldout=heldout, lmc_freq=lmc_freq,
+              model_param=model_param, data_param=data_param, heldout=heldout,
+              lmc_freq=lmc_freq,
               lmc_points=lmc_points, lmc_matcher=lmc_matcher, lmc_normalizer=lmc_normalizer,
               lmc_param=lmc_param, batched=batched, compile_=compile_, cuda_graphs=cuda_graphs,
               amp=amp, channels_last=channels_last, device=device, resume=resume,

@@ -45,11 +45,11 @@ def _reason(e: Exception) -> str:
     return f"{type(e).__name__}: {line.split('. ')[0][:200]}"
 
 
-def dataset_info(name: str, registry=None) -> dict[str, Any]:
+def dataset_info(name: str, registry=None, params: dict | None = None) -> dict[str, Any]:
     from weightlab import plugins
 
     reg = registry or plugins.registry()
-    d = reg.create("datasets", name)
+    d = reg.create("datasets", name, params)
     return {"name": d.name, "params": d.params_dict(), "num_classes": d.num_classes,
             "input_shape": list(d.input_shape), "mean": list(d.mean), "std": list(d.std),
             "classes": d.class_names()}
@@ -57,13 +57,14 @@ def dataset_info(name: str, registry=None) -> dict[str, Any]:
 
 def import_state_dict(path: Path, model: str, data: str, dest: Path, *,
                       num_classes: int | None = None, model_params: dict | None = None,
-                      force: bool = False, registry=None) -> ckpt_io.Checkpoint:
+                      data_params: dict | None = None, force: bool = False, registry=None
+                      ) -> ckpt_io.Checkpoint:
     from weightlab import plugins
 
     reg = registry or plugins.registry()
     ckpt_io.check_writable(dest, force)
     sd = read_state_dict(Path(path))
-    dinfo = dataset_info(data, reg)
+    dinfo = dataset_info(data, reg, data_params)
     comp = reg.create("models", model, model_params)
     nc = num_classes or dinfo["num_classes"]
     info = ckpt_io.model_info(model, comp.params_dict(), dinfo["input_shape"], nc)

@@ -68,6 +68,17 @@ class FashionMNIST(MNIST):
     folder = "FashionMNIST"
     layout = "FashionMNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte[.gz]"
 
+    @dataclass
+    class Params:
+        # the Vanishing Feature code normalizes Fashion-MNIST with MNIST's mean and std
+        normalization: str = param("own", "input mean/std: own (Fashion-MNIST's) or mnist "
+                                          "(the seed code's)", choices=("own", "mnist"))
+
+    def __init__(self, params=None, **values):
+        super().__init__(params, **values)
+        if self.params.normalization == "mnist":
+            self.mean, self.std = MNIST.mean, MNIST.std
+
     def class_names(self):
         return ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt",
                 "Sneaker", "Bag", "Ankle boot"]
@@ -111,6 +122,18 @@ class CIFAR100(Dataset):
     mean, std = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
     augment = "crop_flip"
     layout = "cifar-100-python/{train,test}"
+
+    @dataclass
+    class Params:
+        # The Vanishing Feature code normalizes CIFAR-100 with CIFAR-10's mean and std
+        # (source/utils/data_funcs.py); its CIFAR-100 checkpoints need normalization=cifar10.
+        normalization: str = param("own", "input mean/std: own (CIFAR-100's) or cifar10 (the "
+                                          "seed code's)", choices=("own", "cifar10"))
+
+    def __init__(self, params=None, **values):
+        super().__init__(params, **values)
+        if self.params.normalization == "cifar10":
+            self.mean, self.std = CIFAR_MEAN, CIFAR_STD
 
     def load(self, data_dir, split, download=False):
         from weightlab.data.readers import read_cifar100

@@ -48,6 +48,8 @@ def import_checkpoint(
     num_classes: Annotated[int | None, Opt("default: the dataset's", min=1)] = None,
     out: Annotated[Path | None, Opt("output (default FILE.safetensors)")] = None,
     model_param: Annotated[dict | None, Opt("model parameters", aliases=("param",))] = None,
+    data_param: Annotated[dict | None, Opt("dataset parameters (e.g. normalization=cifar10 "
+                                           "for the seed's CIFAR-100 models)")] = None,
     force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
 ) -> Result:
     """Convert a plain torch state dict (loaded with weights_only=True; the Vanishing Feature
@@ -57,7 +59,8 @@ def import_checkpoint(
 
     dest = Path(out) if out else Path(file).with_suffix(".safetensors")
     import_state_dict(Path(file), model, data, dest, num_classes=num_classes,
-                      model_params=param_dict(model_param), force=force)
+                      model_params=param_dict(model_param),
+                      data_params=param_dict(data_param), force=force)
     return Result({"out": str(dest), "model": model, "data": data})
 
 

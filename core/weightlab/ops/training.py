@@ -36,6 +36,8 @@ def train(
     train_param: Annotated[Params, Opt("any training setting (weight_decay, milestones …)")
                            ] = None,
     model_param: Annotated[Params, Opt("model parameters", aliases=("param",))] = None,
+    data_param: Annotated[Params, Opt("dataset parameters (e.g. normalization=cifar10 for "
+                                      "the seed's CIFAR-100 inputs)")] = None,
     heldout: Annotated[int | None, Opt("training images held out", min=0)] = None,
     lmc_freq: Annotated[float | None, Opt("LMC of models 1 and 2 every this fraction")] = None,
     lmc_points: Annotated[int | None, Opt("α values per LMC curve", min=2)] = None,
@@ -107,7 +109,9 @@ def train(
     plugins.registry().create("models", model, model_params)  # name and parameters, before data
     dev = devmod.resolve(device)
     main = int(os.environ.get("RANK", "0")) == 0
+    data_params = {**rec.data_params, **param_dict(data_param)}
     bundle = load_data(data, data_dir=data_dir, device=dev, download=download,
+                       params=data_params or None,
                        heldout=heldout if heldout is not None else rec.heldout or 0)
     default_name = f"{rec.name}-s{cfg.seed}" if rec.name else f"{model}-{data}-s{cfg.seed}"
     run_dir = Path(out) if out else Path("runs") / default_name

@@ -24,6 +24,10 @@ class TrainConfig:
     warmup_iters: int = param(0, "linear warm-up iterations from 0", min=0)
     warmup_epochs: int = param(0, "linear warm-up epochs (added to warmup_iters; the seed "
                                   "recipes' optional one-epoch warm-up)", min=0)
+    warmup_start: float = param(-1.0, "warm-up factor at iteration 0: ≥ 0 ramps linearly from "
+                                      "it to 1 over the warm-up as torch's LinearLR (the seed "
+                                      "code: 1e-5); -1: (it+1)/W, reaching the peak on the last "
+                                      "warm-up step")
     min_lr: float = param(0.0, "cosine/linear: final learning rate", min=0.0)
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", min=0.0, max=1.0)
     seed: int = param(0, "seed of the first model (model k uses seed + k)")

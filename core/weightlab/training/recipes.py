@@ -31,7 +31,7 @@ from weightlab.params import build_params
 RECIPE_DIR = Path(__file__).resolve().parents[3] / "recipes" / "train"
 TOP_LEVEL = {"description": str, "model": str, "data": str, "models": int, "same_init": bool,
              "heldout": int}
-TABLES = ("model_params", "train", "lmc", "speed")
+TABLES = ("model_params", "data_params", "train", "lmc", "speed")
 
 
 @dataclass
@@ -45,6 +45,7 @@ class Recipe:
     same_init: bool | None = None
     heldout: int | None = None
     model_params: dict[str, Any] = field(default_factory=dict)
+    data_params: dict[str, Any] = field(default_factory=dict)
     train: dict[str, Any] = field(default_factory=dict)
     lmc: dict[str, Any] = field(default_factory=dict)
     speed: dict[str, Any] = field(default_factory=dict)

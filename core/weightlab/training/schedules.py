@@ -15,6 +15,8 @@ def warmup_iterations(cfg: TrainConfig, total: int) -> int:
 def lr_factor(cfg: TrainConfig, it: int, total: int) -> float:
     warmup = warmup_iterations(cfg, total)
     if warmup and it < warmup:
+        if cfg.warmup_start >= 0:  # torch LinearLR(start_factor=s, total_iters=W): s+(1−s)·it/W
+            return cfg.warmup_start + (1 - cfg.warmup_start) * it / warmup
         return (it + 1) / warmup
     floor = cfg.min_lr / cfg.lr if cfg.lr > 0 else 0.0
     t = it - warmup
