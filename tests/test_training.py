@@ -182,3 +182,26 @@ def test_bad_training_settings_are_usage_errors(tmp_path, cli):
     code, _, err = cli(*base, "--wandb-mode", "sometimes")
     assert code == 2 and "online, offline, disabled" in err
     assert not any(tmp_path.iterdir())  # nothing was written
+
+
+@pytest.mark.parametrize("augment", [True, False])
+def test_augment_false_is_the_seeds_no_random_aug(tmp_path, monkeypatch, augment):
+    """The training loader is asked for the dataset's augmentation unless augment=false (the
+    seed code's --no-random-aug), on a synthetic set given crop + flip augmentation."""
+    from weightlab.data.bundle import DataBundle
+
+    asked = []
+    real = DataBundle.loader
+
+    def spy(self, split="train", **kw):
+        if split == "train":
+            asked.append(kw.get("augment"))
+        return real(self, split, **kw)
+
+    monkeypatch.setattr(DataBundle, "loader", spy)
+    data = load_data("synthetic", params={"n_train": 64, "n_test": 32, "size": 8})
+    data.dataset.augment = "crop_flip"
+    cfg = build_params(TrainConfig, {"epochs": 1, "batch_size": 32, "seed": 0,
+                                     "augment": augment})
+    train(TrainJob("mlp", {"depth": 1, "width": 8}, data, cfg, tmp_path), progress=False)
+    assert asked == [augment]

@@ -29,6 +29,8 @@ class TrainConfig:
                                       "code: 1e-5); -1: (it+1)/W, reaching the peak on the last "
                                       "warm-up step")
     min_lr: float = param(0.0, "cosine/linear: final learning rate", min=0.0)
+    augment: bool = param(True, "the dataset's training augmentation (CIFAR: crop + flip); "
+                                "false = the seed code's --no-random-aug")
     label_smoothing: float = param(0.0, "cross-entropy label smoothing", min=0.0, max=1.0)
     seed: int = param(0, "seed of the first model (model k uses seed + k)")
     save_epochs: list[int] = param([], "also keep checkpoints after these epochs")

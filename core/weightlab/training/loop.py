@@ -148,7 +148,8 @@ class _Run:
         engine = engines.create(nets, cfg, job.speed, self.device, dist, job.masks,
                                 data.input_shape)
         nets = engine.models
-        loaders = [data.loader("train", batch_size=cfg.batch_size, shuffle=True, augment=True,
+        loaders = [data.loader("train", batch_size=cfg.batch_size, shuffle=True,
+                               augment=cfg.augment,
                                seed=s, drop_last=False) for s in job.seeds()]
         for ld in loaders:
             if dist.enabled:
