@@ -98,7 +98,8 @@ def test_show_prints_parameters_and_docstring(cli):
         assert text in out
     data = cli.json("show", "models", "cifar_resnet20_4x")
     values = {p["name"]: p["value"] for p in data["parameters"]}
-    assert values == {"depth": 20, "norm": "bn", "bias": True, "width": 4, "init": "default"}
+    assert values == {"depth": 20, "norm": "bn", "bias": True, "shortcut_bias": False,
+                      "width": 4, "init": "default"}
     assert data["name"] == "cifar_resnet" and data["requested"] == "cifar_resnet20_4x"
     assert data["doc"].startswith("CIFAR ResNet-(6n+2)")
     code, out, _ = cli("show", "datasets", "synthetic")
@@ -176,3 +177,21 @@ def test_unexpected_errors_are_one_line(cli):
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: TypeError")
     assert lines[0].endswith("(run with --debug for the traceback)")
+
+
+@pytest.mark.parametrize(("kind", "command"), [("matchers", "merge"), ("normalizers", "merge"),
+                                               ("pruners", "prune")])
+def test_examples_in_show_use_options_the_command_accepts(cli, kind, command):
+    """Every ``--option`` in a component's docstring example (what `weightlab show` prints) is
+    an option of the command that uses the component (before: `show matchers weight` said
+    --param, which merge rejects)."""
+    import re
+
+    code, help_text, _ = cli(command, "--help")
+    assert code == 0
+    options = set(re.findall(r"--[a-z][a-z-]*", help_text))
+    for row in cli.json("list", kind):
+        doc = cli.json("show", kind, row["name"])["doc"]
+        for example in re.findall(r"weightlab " + command + r" [^`]*", doc):
+            used = set(re.findall(r"--[a-z][a-z-]*", example))
+            assert used <= options, (row["name"], used - options)

@@ -62,19 +62,79 @@ def test_weight_matching_recovers_a_known_permutation(name, shape):
     assert found.info["sweeps"] <= 5
 
 
-def test_activation_matching_recovers_a_known_permutation():
+@pytest.mark.parametrize("similarity", ["inner", "correlation"])
+def test_activation_matching_recovers_a_known_permutation(similarity):
     """cifar_resnet20 (random init, 1×8×8 inputs) on 1,000 real digits: every space's
-    permutation, residual streams included, is recovered exactly."""
+    permutation, residual streams included, is recovered exactly — except between channels
+    that are dead on this data (all-zero features: any order of them is optimal; measured:
+    space 9, layer3.0.conv1, has 2 such channels, which inner-product matching swaps)."""
+    from weightlab.matching.features import collect_feature_stats
+
     data = testing.tiny_data("digits")
     net = testing.tiny_model("cifar_resnet20", input_shape=(1, 8, 8)).eval()
     graph = trace(net, torch.zeros(1, 1, 8, 8))
     known = random_permutation(graph, torch.Generator().manual_seed(3))
     other = permute_model(net, graph, known)
     calib = data.loader("calibration", batch_size=250, num_samples=1000)
-    found = matcher("activation", samples=1000).match(graph, net, other, calib)
-    assert found.info["observations"] > 1000
+    found = matcher("activation", samples=1000, similarity=similarity).match(graph, net, other,
+                                                                            calib)
+    assert found.info["observations"] > 1000 and found.info["similarity"] == similarity
     inverse = known.inverse()
-    assert all(torch.equal(found.perms[s], inverse.perms[s]) for s in inverse.perms)
+    stats = collect_feature_stats([net], graph, calib, 1000)
+    for s in inverse.perms:
+        dead = stats[s].inner().diagonal() < 1e-12  # E[A_i²] = 0: never active
+        wrong = found.perms[s] != inverse.perms[s]
+        assert not (wrong & ~dead).any(), s  # every live channel goes where it came from
+
+
+def test_inner_product_is_git_rebasins_objective_and_differs_from_correlation():
+    """Hand-made features, x, y independent N(0, 1), 4,000 rows: A = [x + 10, y],
+    B = [x, y + 10]. Correlation matches shapes: π = identity (corr 1 on the diagonal, ≈ 0
+    off it). The inner product E[A_i B_j] (re-stated as AᵀB/N) is uncentered, so the offsets
+    dominate: E[(x+10)(y+10)] ≈ 100 ≫ E[(x+10)x] + E[y(y+10)] ≈ 2, and it swaps."""
+    from weightlab.matching.assignment import solve_assignment
+    from weightlab.matching.features import FeatureStats
+
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.randn(2, 4000, generator=gen, dtype=torch.float64)
+    a, b = torch.stack([x + 10, y], 1), torch.stack([x, y + 10], 1)
+    z = torch.cat([a, b], 1)
+    st = FeatureStats(4000, z.mean(0), (z - z.mean(0)).T @ (z - z.mean(0)), 2)
+    assert torch.allclose(st.block(0, 1, "inner"), a.T @ b / 4000, atol=1e-9)
+    assert solve_assignment(st.block(0, 1, "corr")).tolist() == [0, 1]
+    assert solve_assignment(st.block(0, 1, "inner")).tolist() == [1, 0]
+
+
+def test_non_finite_similarities_are_an_error_not_zeros():
+    """Before: NaN/inf scores became 0 and an arbitrary matching came back silently."""
+    from weightlab.errors import WeightlabError
+    from weightlab.matching.assignment import solve_assignment
+
+    score = torch.eye(4, dtype=torch.float64)
+    score[2, 1] = float("nan")
+    with pytest.raises(WeightlabError, match=r"space 7: the similarity matrix has 1 non-finite "
+                                             r"entries \(first at \[2, 1\]"):
+        solve_assignment(score, what="space 7")
+
+
+def test_weight_matching_leaves_bn_running_statistics_out_by_default():
+    """Reference code (flax) keeps batch statistics outside the parameters it matches. With
+    A's running means/vars scrambled by a permutation that disagrees with its weights, the
+    default objective ignores them (the weights' permutation is recovered), while
+    include_bn_stats=true counts them (measured: the objectives differ)."""
+    net = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=0).eval()
+    graph = trace(net, torch.zeros(1, 1, 8, 8))
+    known = random_permutation(graph, torch.Generator().manual_seed(1))
+    other = permute_model(net, graph, known)
+    with torch.no_grad():  # large, misleading running statistics on B
+        for name, buf in other.named_buffers():
+            if name.endswith(("running_mean", "running_var")):
+                buf.copy_(torch.rand(buf.shape, generator=torch.Generator().manual_seed(5)) * 50)
+    plain = matcher("weight").match(graph, net, other)
+    inverse = known.inverse()
+    assert all(torch.equal(plain.perms[s], inverse.perms[s]) for s in inverse.perms)
+    counted = matcher("weight", include_bn_stats=True).match(graph, net, other)
+    assert counted.info["objective"] != plain.info["objective"]
 
 
 def test_feature_stats_match_a_direct_computation():

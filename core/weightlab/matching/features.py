@@ -50,9 +50,14 @@ class FeatureStats:
         s = self.std(eps)
         return self.cov / (s[:, None] * s[None, :])
 
+    def inner(self) -> torch.Tensor:
+        """The uncentered second moment E[x xᵀ] = cov + m mᵀ (Git Re-Basin's E[A Bᵀ])."""
+        return self.cov + torch.outer(self.mean, self.mean)
+
     def block(self, i: int, j: int, which: str = "cov") -> torch.Tensor:
-        """The (model i, model j) C × C block of ``cov`` or ``corr``."""
-        m = self.cov if which == "cov" else self.corr()
+        """The (model i, model j) C × C block of ``cov``, ``corr`` or ``inner``."""
+        m = {"cov": self.cov, "corr": self.corr, "inner": self.inner}[which]
+        m = m() if callable(m) else m
         c = self.size
         return m[i * c:(i + 1) * c, j * c:(j + 1) * c]
 

@@ -8,7 +8,8 @@ descent: for space p, with every other permutation held fixed,
 where W̃_B has the other spaces' current permutations applied on its other axes; the best
 permutation of p alone is the linear assignment maximising Σ_i S_p[i, perm[i]]. Spaces are
 visited in a seeded random order, a fresh order each sweep, until a sweep improves nothing.
-Norm weights, biases and running statistics are entries, so they count in the objective.
+Norm weights and biases are entries, so they count in the objective; BatchNorm running
+statistics count only with ``include_bn_stats`` (the reference code leaves them out).
 """
 
 from __future__ import annotations
@@ -35,22 +36,26 @@ def rows(w: torch.Tensor, axis: int, repeat: int = 1) -> torch.Tensor:
 
 def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
                     state_b: dict[str, torch.Tensor], *, max_iter: int = 100, seed: int = 0,
-                    tol: float = 1e-12, dtype: torch.dtype = torch.float64) -> Alignment:
+                    tol: float = 1e-12, dtype: torch.dtype = torch.float64,
+                    include_bn_stats: bool = False) -> Alignment:
     """The alignment of B to A. Exactly the coordinate descent above; two facts save work
     without changing any number: S_p depends only on the *other* spaces' permutations, so a
     tensor's contribution is recomputed only when the permutation of one of its other axes
     changed, and a space whose S_p is unchanged since its last visit keeps its assignment."""
+    counted = (lambda key: True) if include_bn_stats else (lambda key: not is_bn_stat(key))
     free = graph.free_spaces()
-    axes = graph.param_axes()  # key → {axis: (space, repeat)}
+    axes = {k: v for k, v in graph.param_axes().items() if counted(k)}  # key → {axis: …}
     device = next(iter(state_a.values())).device
     a_rows = {(e.key, e.axis): rows(state_a[e.key].to(device, dtype), e.axis, e.repeat)
-              for s in free for e in s.entries}
+              for s in free for e in s.entries if counted(e.key)}
     b_full = {key: state_b[key].to(device, dtype) for key in axes}
     base, coupled = {}, {}  # S_p's constant part (tensors with one permuted axis); the rest
     for s in free:
         base[s.id] = torch.zeros(s.size, s.size, dtype=dtype, device=device)
         coupled[s.id] = []
         for e in s.entries:
+            if not counted(e.key):
+                continue
             others = [(ax, t, r) for ax, (t, r) in axes[e.key].items() if ax != e.axis]
             if others:
                 coupled[s.id].append((e, others))
@@ -80,7 +85,8 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
                     hit = (key, a_rows[(e.key, e.axis)] @ rows(w, e.axis, e.repeat).T)
                     cache[(e.key, e.axis)] = hit
                 score += hit[1]
-            perm = solve_assignment(score).to(device)
+            perm = solve_assignment(score, what=f"weight matching, channel space {space.id}"
+                                    ).to(device)
             diag = torch.arange(space.size, device=device)
             old, new = score[diag, perms[space.id]].sum(), score[diag, perm].sum()
             progress |= float(new - old) > tol * max(1.0, abs(float(old)))
@@ -92,15 +98,24 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
             break
     out = Alignment({s: p.cpu() for s, p in perms.items()})
     out.info.update(matcher="weight", sweeps=sweeps,
-                    objective=weight_objective(graph, state_a, out.apply(graph, state_b)))
+                    objective=weight_objective(graph, state_a, out.apply(graph, state_b),
+                                               include_bn_stats))
     return out
 
 
+def is_bn_stat(key: str) -> bool:
+    return key.endswith((".running_mean", ".running_var"))
+
+
 def weight_objective(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
-                     state_b: dict[str, torch.Tensor]) -> float:
-    """Σ ⟨W_A, W_B⟩ over every tensor a free space touches (float64)."""
+                     state_b: dict[str, torch.Tensor], include_bn_stats: bool = False
+                     ) -> float:
+    """Σ ⟨W_A, W_B⟩ over every tensor a free space touches (float64), BatchNorm running
+    statistics only with ``include_bn_stats``."""
     total = torch.zeros((), dtype=torch.float64)
     for key in graph.param_axes():
+        if not include_bn_stats and is_bn_stat(key):
+            continue
         a, b = state_a[key].double(), state_b[key].to(state_a[key].device).double()
         total += (a * b).sum().cpu()
     return float(total)

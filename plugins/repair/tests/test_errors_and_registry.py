@@ -38,7 +38,7 @@ def test_bad_parameters_name_the_field():
     with pytest.raises(ParamError, match="repair.samples"):
         Repair.create({"samples": 0})
     with pytest.raises(ParamError, match="bias_calibration.alpha"):
-        BiasCalibration.create({"alpha": 0})
+        BiasCalibration.create({"alpha": -0.5})
 
 
 def test_reset_bn_without_batchnorm_is_an_error(calib):

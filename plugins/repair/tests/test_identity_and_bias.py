@@ -127,3 +127,19 @@ def test_bias_calibration_folds_through_batchnorm():
             y0 = q.point(q.layer(w_in)) - b0 if q.norm is not None else q.layer(w_in) - b0
             y1 = p.point(p.layer(w_in)) - b1 if p.norm is not None else p.layer(w_in) - b1
             torch.testing.assert_close(y1, y0, rtol=1e-10, atol=1e-10)
+
+
+@pytest.mark.parametrize(("weights", "alpha"), [([0.5, 0.5], 0.5), ([0.3, 0.7], 0.58),
+                                                ([1.0, 0.0], 1.0), ([0.25] * 4, 0.25)])
+def test_bias_calibration_takes_alpha_from_the_merge_weights(weights, alpha):
+    """α = Σ_k w_k² of the merge weights it is given (before: ½ whatever the weights): a linear
+    MLP's h-th layer bias becomes α^(h−1)·b_h (0.3/0.7 → α = 0.09 + 0.49 = 0.58; at the endpoint
+    (1, 0) nothing changes). The references are other models, so no layer counts as copied."""
+    net = testing.tiny_model("mlp", input_shape=(1, 8, 8), seed=1, activation="none").double()
+    others = [testing.tiny_model("mlp", input_shape=(1, 8, 8), seed=10 + k, activation="none")
+              .double() for k in range(len(weights))]
+    fixed = BiasCalibration().apply(net, others, weights, None)
+    linears = [m for m in net.modules() if isinstance(m, nn.Linear)]
+    fixed_linears = [m for m in fixed.modules() if isinstance(m, nn.Linear)]
+    for h, (a, b) in enumerate(zip(linears, fixed_linears, strict=True), start=1):
+        torch.testing.assert_close(b.bias, alpha ** (h - 1) * a.bias, rtol=1e-12, atol=1e-12)

@@ -66,14 +66,25 @@ def copied_layers(places, references) -> set[str]:
     return out
 
 
+def merge_alpha(weights) -> float:
+    """α = Σ_k w_k²: the share of each model's own input-induced pathway that survives one
+    averaged layer of an unaligned merge with weights w_k (cross terms are incoherent)."""
+    ws = [float(w) for w in (weights or [])]
+    if not ws:
+        raise UsageError("bias_calibration: no merge weights to derive alpha from; pass "
+                         "alpha=… (½ for the midpoint of two models)")
+    return sum(w * w for w in ws)
+
+
 class BiasCalibration(Normalizer):
     """Data-free bias calibration (Qu & Horváth, "Vanishing Feature", 2024/2025).
 
     Reasoning: write each layer's output as an input-induced part plus a bias-induced part,
     f_h(x) = W_h f_{h-1}(x) + b_h. Averaging models with different initializations shrinks the
     input-induced part at every layer after the first — for the midpoint of two unaligned
-    models only the coherent halves ½W_A·½f_A + ½W_B·½f_B survive, a factor α = ½ per layer
-    (α = w for N models with equal weights w = 1/N) — while each layer's own bias b_h enters at
+    models only the coherent halves ½W_A·½f_A + ½W_B·½f_B survive, a factor α = ½ per layer;
+    with merge weights w_k the coherent part is Σ_k w_k² W_k f_k, so α = Σ_k w_k² (½ for two
+    equal weights, 1/N for N, 1 at an endpoint w = (1, 0)) — while each layer's own bias enters at
     full size, so deep in the network the input-independent offset dominates (the vanishing
     feature). The fix shrinks the bias-induced part in step with the input-induced one: the
     h-th layer counted from the input (h = 1 for the first) gets
@@ -103,9 +114,9 @@ class BiasCalibration(Normalizer):
 
     @dataclass
     class Params:
-        alpha: float = param(0.5, "per-layer shrink factor of input-induced features "
-                                  "(½ for the midpoint of two models)", min=0.0,
-                             min_exclusive=True)
+        alpha: float = param(0.0, "per-layer shrink factor of input-induced features; 0: "
+                                  "Σ_k w_k² of the merge weights (½ for the midpoint of two "
+                                  "models)", min=0.0)
 
     @no_grad
     def apply(self, model, references, weights, data, graph=None):
@@ -118,6 +129,7 @@ class BiasCalibration(Normalizer):
             else probe_input(net)
         places = find_places(net, example)
         copied = copied_layers(places, references)
+        alpha = self.params.alpha or merge_alpha(weights)
         h = 0  # averaged layers so far, in execution order
         for place in places:
             if place.name in copied:
@@ -125,7 +137,7 @@ class BiasCalibration(Normalizer):
             h += 1
             if needs_bias(place):
                 continue  # no bias, no norm: its bias-induced part is already zero
-            s = self.params.alpha ** (h - 1)
+            s = alpha ** (h - 1)
             fold(place, None, (s - 1.0) * effective_bias(place))  # b_eff → s·b_eff
         net.train(was_training)
         return net
