@@ -18,7 +18,6 @@ from weightlab.graph.spaces import FeatureGraph
 from weightlab.matching.assignment import solve_assignment
 from weightlab.matching.features import collect_feature_stats
 
-
 SIMILARITIES = {"inner": "inner", "correlation": "corr"}
 
 
