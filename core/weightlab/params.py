@@ -148,6 +148,21 @@ def build_params(cls: type, values: dict[str, Any] | None = None, *, prefix: str
     return validate(cls(**kwargs), prefix)
 
 
+def split_assignments(items: list[str] | str | None) -> list[str]:
+    """``"lr=0.1,epochs=160"`` or repeated items → ``["lr=0.1", "epochs=160"]``; a piece with no
+    ``=`` continues the previous value (``milestones=100,200`` stays one assignment)."""
+    if isinstance(items, str):
+        items = [items]
+    out: list[str] = []
+    for item in items or []:
+        for piece in str(item).split(","):
+            if "=" in piece or not out:
+                out.append(piece.strip())
+            else:
+                out[-1] += "," + piece.strip()
+    return [x for x in out if x]
+
+
 def parse_assignments(items: list[str] | None) -> dict[str, str]:
     """``["a=1", "b=x"]`` (from repeated ``--param``) → ``{"a": "1", "b": "x"}``."""
     out: dict[str, str] = {}

@@ -126,3 +126,29 @@ def test_soup_cli_on_dense_models_from_training(cli, tmp_path):
     a, b, ens, s = soup(False)
     assert s["test"]["top1"] < min(a["test"]["top1"], b["test"]["top1"]) - 0.1
     assert ens["test"]["top1"] > s["test"]["top1"] + 0.1
+
+
+def test_original_recipe_is_checked_before_any_work_and_takes_the_comma_form(tmp_path, cli,
+                                                                            digits_mlp):
+    """An imported checkpoint records no training recipe: `sms` says so at once (exit 2,
+    nothing written; before: after pruning had already run), and the form its message suggests,
+    --original lr=…,epochs=…, is accepted (before: only the repeated form parsed)."""
+    import torch
+    from weightlab.checkpoint import load_model, read_header
+    from weightlab.importer import import_state_dict
+    from weightlab.params import split_assignments
+
+    net, _ = load_model(digits_mlp)
+    src = tmp_path / "plain.pt"
+    torch.save(net.state_dict(), src)
+    head = read_header(digits_mlp)
+    bare = tmp_path / "imported.safetensors"
+    import_state_dict(src, head["model"]["name"], "digits", bare,
+                      model_params=head["model"]["params"])
+    code, _, err = cli("sms", bare, "--out", tmp_path / "run")
+    assert code == 2 and "pass --original lr=…,epochs=…" in err
+    assert len(err.strip().splitlines()) == 1 and not (tmp_path / "run").exists()
+    code, _, err = cli("sms", bare, "--original", "lr=0.1,epochs=zero", "--out", tmp_path / "run")
+    assert code == 2 and "original.epochs" in err and not (tmp_path / "run").exists()
+    assert split_assignments(["lr=0.1,epochs=3", "milestones=10,20"]) == [
+        "lr=0.1", "epochs=3", "milestones=10,20"]

@@ -166,8 +166,10 @@ def sms(
         values = [v for v in values.split(",") if v.strip()]
     if isinstance(original, dict):
         original = [f"{k}={v}" for k, v in original.items()]
-    elif isinstance(original, str):
-        original = [original]
+    else:  # "lr=0.1,epochs=160" as well as repeated lr=0.1 epochs=160
+        from weightlab.params import split_assignments
+
+        original = split_assignments(original)
     params = make_params({
         "goal_sparsity": goal_sparsity, "phases": phases, "ingredients": ingredients,
         "vary": vary, "values": list(values or []), "retrain_epochs": retrain_epochs,

@@ -107,6 +107,12 @@ class Pipeline:
             raise UsageError(f"{self.checkpoint}: the checkpoint names no dataset; pass --data")
         self.data_params = None if params.data else header.get("data", {}).get("params")
         self.train_header = header.get("train", {})
+        from weightlab_sparse_soup.schedules import OriginalSchedule
+
+        # the retraining schedule derives from the original: a missing or bad recipe is an
+        # error now, before anything is pruned or written
+        OriginalSchedule.from_header(self.train_header, 1, parse_assignments(params.original),
+                                     str(self.checkpoint))
         config = {"checkpoint": str(self.checkpoint.resolve()), **to_dict(params)}
         self.resumed = self.dir.start(config, force)
         self._bundle = self._train_bundle = None
