@@ -77,7 +77,7 @@ def test_sweep_analyzes_once_and_passes_the_analysis_to_every_prune():
     records = pruning.sweep(net, pruner, [0.2, 0.5, 0.9])
     assert pruner.analyzed == 1 and len(pruner.given) == 3
     assert all(a is pruner.given[0] for a in pruner.given)
-    assert records[0]["seconds"]["analyze"] >= 0
+    assert records[0]["seconds"]["analyze"] > 0  # timed (an absent or unset timer fails)
     assert all("analyze" not in r["seconds"] for r in records[1:])
     assert [r["sparsity"] for r in records] == pytest.approx([0.2, 0.5, 0.9], abs=1e-3)
 

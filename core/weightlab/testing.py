@@ -29,6 +29,25 @@ from typing import Any
 
 CACHE_VERSION = 1
 REPO = Path(__file__).resolve().parents[2]
+# the code whose change can change a trained model: the cache key holds its contents
+TRAINING_CODE = ("training", "models", "data", "params.py", "checkpoint.py", "device.py")
+
+
+def training_code_digest() -> str:
+    """SHA-256 (16 hex digits) over the sources of :data:`TRAINING_CODE` (names and bytes)."""
+    import hashlib
+
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for name in TRAINING_CODE:
+        target = root / name
+        files = sorted(target.rglob("*.py")) if target.is_dir() else [target]
+        for f in files:
+            if "__pycache__" in f.parts:
+                continue
+            h.update(str(f.relative_to(root)).encode())
+            h.update(f.read_bytes())
+    return h.hexdigest()[:16]
 
 
 def plugin_state(*plugins: tuple[str, Any], entry_points: bool = True):
@@ -88,14 +107,15 @@ def trained(model: str, data: str, *, models: int = 2, epochs: int = 3, seed: in
             train: dict | None = None, same_init: bool = False, heldout: int = 0,
             device: str = "cpu") -> list[Path]:
     """Checkpoints of ``models`` models trained with seeds seed, seed+1, …; cached by their
-    arguments so a test session trains each group once."""
+    arguments and the training code's contents (:func:`training_code_digest`), so a test
+    session trains each group once and a change to training, models or data retrains."""
     from weightlab.data.bundle import load_data
     from weightlab.params import build_params
     from weightlab.training.config import TrainConfig
     from weightlab.training.loop import TrainJob
     from weightlab.training.loop import train as run_train
 
-    spec = {"v": CACHE_VERSION, "model": model, "data": data, "models": models,
+    spec = {"v": CACHE_VERSION, "code": training_code_digest(), "model": model, "data": data, "models": models,
             "epochs": epochs, "seed": seed, "params": model_params or {}, "train": train or {},
             "same_init": same_init, "heldout": heldout}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
