@@ -115,7 +115,8 @@ def trained(model: str, data: str, *, models: int = 2, epochs: int = 3, seed: in
     from weightlab.training.loop import TrainJob
     from weightlab.training.loop import train as run_train
 
-    spec = {"v": CACHE_VERSION, "code": training_code_digest(), "model": model, "data": data, "models": models,
+    spec = {"v": CACHE_VERSION, "code": training_code_digest(), "model": model, "data": data,
+            "models": models,
             "epochs": epochs, "seed": seed, "params": model_params or {}, "train": train or {},
             "same_init": same_init, "heldout": heldout}
     key = hashlib.sha1(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
