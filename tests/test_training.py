@@ -50,10 +50,12 @@ class Interrupted(Exception):
     pass
 
 
-def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path):
-    # multistep milestones inside the run: the resumed run must restore lr position, momentum
-    # buffers and data order exactly
-    cfg = {"epochs": 4, "milestones": [50, 70], "weight_decay": 5e-4}
+@pytest.mark.parametrize("optimizer", ["sgd", "adamw"])
+def test_resume_gives_the_same_weights_as_an_uninterrupted_run(digits, tmp_path, optimizer):
+    # multistep milestones inside the run: the resumed run must restore lr position, the
+    # optimizer state (momentum buffers; Adam's moments and step count) and data order exactly
+    cfg = {"epochs": 4, "milestones": [50, 70], "weight_decay": 5e-4, "optimizer": optimizer,
+           **({"lr": 1e-3} if optimizer != "sgd" else {})}
     (full,) = train(_job(digits, tmp_path / "full", **cfg), progress=False)
 
     def stop_after_epoch_2(epoch, nets):

@@ -98,17 +98,24 @@ def test_pair_trained_together_equals_two_solo_runs(model, data, params, tol, tm
 @pytest.mark.filterwarnings("ignore:There is a performance drop")  # vmap fallback, LayerNorm
 @pytest.mark.parametrize("model, shape", [("mlp", (1, 8, 8)), ("cifar_resnet8", (3, 32, 32)),
                                           ("cifar_resnet8_ln", (3, 32, 32))])
-def test_one_batched_step_is_k_solo_steps(model, shape):
-    """Two steps (the second uses the first's momentum). measured: max |Δ| 1.2e-7 over
-    parameters and BN statistics, 4.8e-7 over momentum buffers (ResNet-8-LN; MLP 9e-9)."""
+@pytest.mark.parametrize("optimizer", ["sgd", "adam", "adamw"])
+def test_one_batched_step_is_k_solo_steps(model, shape, optimizer):
+    """Two steps (the second uses the first's optimizer state: SGD momentum, Adam's moments
+    and step count). measured (SGD): max |Δ| 1.2e-7 over parameters and BN statistics, 4.8e-7
+    over momentum buffers (ResNet-8-LN; MLP 9e-9). Adam's m/√v turns fp32 rounding of
+    near-zero gradients into steps of up to ±lr (MLP, fp32: 1.0e-5 at lr 1e-3), so Adam is
+    compared in float64, where it agrees to 8.8e-15."""
     from weightlab.training.distributed import DistInfo
     from weightlab.training.engines import BatchedEngine, SequentialEngine
 
-    cfg = TrainConfig(lr=0.05, nesterov=True)
+    cfg = TrainConfig(lr=0.05 if optimizer == "sgd" else 1e-3, nesterov=True,
+                      optimizer=optimizer)
     cpu = torch.device("cpu")
 
+    dt = torch.float32 if optimizer == "sgd" else torch.float64
+
     def nets():
-        return [testing.tiny_model(model, input_shape=shape, seed=s) for s in (0, 1)]
+        return [testing.tiny_model(model, input_shape=shape, seed=s).to(dt) for s in (0, 1)]
 
     gen = torch.Generator().manual_seed(0)
     # one memory format on both sides: channels_last convolutions round differently (fp32
@@ -118,15 +125,18 @@ def test_one_batched_step_is_k_solo_steps(model, shape):
     together = BatchedEngine(nets(), cfg, speed, cpu, DistInfo(), {})
     alone = SequentialEngine(nets(), cfg, speed, cpu, DistInfo(), {})
     for _ in range(2):  # the second step uses the momentum buffers of the first
-        batches = [(torch.randn(16, *shape, generator=gen), torch.randint(0, 10, (16,),
-                                                                          generator=gen))
-                   for _ in range(2)]
+        batches = [(torch.randn(16, *shape, generator=gen).to(dt),
+                    torch.randint(0, 10, (16,), generator=gen)) for _ in range(2)]
         together.step(batches, 0.05, 1 / 16)
         alone.step(batches, 0.05, 1 / 16)
     for a, b in zip(together.models, alone.models):
         assert _max_diff(a.state_dict(), b.state_dict()) < 1e-6
     for a, b in zip(together.momentum_state(), alone.momentum_state()):
-        assert _max_diff(a, b) < 1e-6
+        flat_a = {f"{n}/{k}": v for n, e in a.items() for k, v in e.items()}
+        flat_b = {f"{n}/{k}": v for n, e in b.items() for k, v in e.items()}
+        assert flat_a and _max_diff(flat_a, flat_b) < 1e-6
+        if optimizer != "sgd":
+            assert {k.rsplit("/", 1)[1] for k in flat_a} == {"exp_avg", "exp_avg_sq", "step"}
     assert torch.allclose(together.sums, alone.sums, rtol=1e-6)
 
 

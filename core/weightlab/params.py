@@ -23,10 +23,12 @@ _BOOL_FALSE = {"0", "false", "no", "off"}
 
 
 def param(default: Any, help: str, *, min: float | None = None, max: float | None = None,
-          choices: tuple | None = None, min_exclusive: bool = False) -> Any:
-    """A dataclass field with its help text and the range or choices it accepts."""
+          choices: tuple | None = None, min_exclusive: bool = False,
+          check: Any = None) -> Any:
+    """A dataclass field with its help text and the range or choices it accepts; ``check``
+    (value → None, or a ValueError whose message says what is wrong) for values with syntax."""
     meta = {"help": help, "min": min, "max": max, "choices": choices,
-            "min_exclusive": min_exclusive}
+            "min_exclusive": min_exclusive, "check": check}
     if isinstance(default, (list, dict, set)):
         return field(default_factory=lambda: type(default)(default), metadata=meta)
     return field(default=default, metadata=meta)
@@ -116,6 +118,11 @@ def validate(instance: Any, prefix: str = "") -> Any:
         for item in values:
             if item is None:
                 continue
+            if meta.get("check") is not None:
+                try:
+                    meta["check"](item)
+                except ValueError as e:
+                    raise ParamError(f"{where}: {e}") from None
             if meta.get("choices") and item not in meta["choices"]:
                 close = difflib.get_close_matches(str(item), [str(c) for c in meta["choices"]], 1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from weightlab.components import Model
 from weightlab.errors import UsageError
-from weightlab.models.init import INIT_SCHEMES
+from weightlab.models.init import INIT_HELP, check_spec
 from weightlab.params import param
 
-_INIT = param("default", "initialization scheme", choices=INIT_SCHEMES)
+_INIT = param("default", INIT_HELP, check=check_spec)
 
 
 def blocks_per_stage(depth: int) -> int:

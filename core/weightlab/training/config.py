@@ -14,9 +14,15 @@ class TrainConfig:
     epochs: int = param(10, "training epochs", min=1)
     batch_size: int = param(128, "images per step", min=1)
     lr: float = param(0.1, "peak learning rate", min=0.0)
+    optimizer: str = param("sgd", "sgd, adam or adamw (decoupled weight decay)",
+                           choices=("sgd", "adam", "adamw"))
     momentum: float = param(0.9, "SGD momentum", min=0.0, max=1.0)
     nesterov: bool = param(False, "Nesterov momentum")
-    weight_decay: float = param(1e-4, "L2 weight decay", min=0.0)
+    weight_decay: float = param(1e-4, "weight decay (L2 for sgd/adam, decoupled for adamw)",
+                                min=0.0)
+    beta1: float = param(0.9, "adam/adamw: first-moment decay", min=0.0, max=1.0)
+    beta2: float = param(0.999, "adam/adamw: second-moment decay", min=0.0, max=1.0)
+    eps: float = param(1e-8, "adam/adamw: denominator epsilon", min=0.0, min_exclusive=True)
     schedule: str = param("multistep", "learning-rate schedule (by iteration)", choices=SCHEDULES)
     milestones: list[int] = param([], "multistep: iterations at which lr is multiplied by gamma "
                                       "(default: 50% and 75% of training)")

@@ -21,6 +21,7 @@ import contextlib
 import copy
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -30,16 +31,26 @@ from weightlab.training.config import SpeedOptions, TrainConfig
 from weightlab.training.distributed import DistInfo, average_gradients
 
 
-def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.SGD:
-    """SGD with the fused kernel on CUDA (one launch for all parameters), foreach elsewhere."""
-    kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
-              weight_decay=cfg.weight_decay)
+def make_optimizer(params, cfg: TrainConfig, device: torch.device) -> torch.optim.Optimizer:
+    """``cfg.optimizer``: SGD (momentum, Nesterov, L2 weight decay), Adam (L2 weight decay
+    added to the gradient, as torch.optim.Adam) or AdamW (decoupled weight decay), with
+    ``betas`` and ``eps``. The fused kernel on CUDA (one launch for all parameters), foreach
+    elsewhere. Every update is elementwise, so the batched engine's stacked parameters (one
+    row per model) get exactly each model's own update."""
+    if cfg.optimizer == "sgd":
+        cls = torch.optim.SGD
+        kw = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+                  weight_decay=cfg.weight_decay)
+    else:
+        cls = torch.optim.Adam if cfg.optimizer == "adam" else torch.optim.AdamW
+        kw = dict(lr=cfg.lr, betas=(cfg.beta1, cfg.beta2), eps=cfg.eps,
+                  weight_decay=cfg.weight_decay)
     if device.type == "cuda":
         try:
-            return torch.optim.SGD(params, fused=True, **kw)
+            return cls(params, fused=True, **kw)
         except (RuntimeError, TypeError, ValueError):  # older torch or unsupported dtype
             pass
-    return torch.optim.SGD(params, foreach=True, **kw)
+    return cls(params, foreach=True, **kw)
 
 
 def _resolve(choice: str, device: torch.device) -> bool:
@@ -87,13 +98,29 @@ class Engine:
         for g in opt.param_groups:
             g["lr"] = lr
 
-    # canonical optimizer state (per model: parameter name → momentum buffer), so a resume
-    # state written by one engine loads into the other
-    def momentum_state(self) -> list[dict[str, torch.Tensor]]:
+    # canonical optimizer state (per model: parameter name → {state key: tensor}, e.g.
+    # momentum_buffer for SGD, exp_avg/exp_avg_sq/step for Adam), so a resume state written by
+    # one engine loads into the other
+    def momentum_state(self) -> list[dict[str, dict[str, torch.Tensor]]]:
         raise NotImplementedError
 
-    def load_momentum_state(self, state: Sequence[dict[str, torch.Tensor]]) -> None:
+    def load_momentum_state(self, state: Sequence[dict[str, Any]]) -> None:
         raise NotImplementedError
+
+
+def _load_state(opt: torch.optim.Optimizer, entries: dict[int, dict[str, torch.Tensor]]
+                ) -> None:
+    """Per-parameter state (by position in the optimizer's one parameter group) through
+    ``load_state_dict``, which places each tensor where this optimizer keeps it (the step
+    count on the CPU unless fused/capturable)."""
+    sd = opt.state_dict()
+    sd["state"] = entries
+    opt.load_state_dict(sd)
+
+
+def _canonical(entry: Any) -> dict[str, torch.Tensor]:
+    """One parameter's optimizer state; a bare tensor is an older resume file's SGD buffer."""
+    return entry if isinstance(entry, dict) else {"momentum_buffer": entry}
 
 
 class SequentialEngine(Engine):
@@ -136,17 +163,12 @@ class SequentialEngine(Engine):
             self.record(k, losses, logits, y)
 
     def momentum_state(self):
-        out = []
-        for named, opt in zip(self.named, self.opts):
-            st = {n: opt.state[p]["momentum_buffer"] for n, p in named.items()
-                  if opt.state.get(p, {}).get("momentum_buffer") is not None}
-            out.append(st)
-        return out
+        return [{n: dict(opt.state[p]) for n, p in named.items() if opt.state.get(p)}
+                for named, opt in zip(self.named, self.opts)]
 
     def load_momentum_state(self, state):
         for named, opt, st in zip(self.named, self.opts, state):
-            for n, buf in st.items():
-                opt.state[named[n]]["momentum_buffer"] = buf.to(self.device).clone()
+            _load_state(opt, {i: _canonical(st[n]) for i, n in enumerate(named) if n in st})
 
 
 class BatchedEngine(Engine):
@@ -186,19 +208,25 @@ class BatchedEngine(Engine):
         self.record(slice(None), losses, logits, y)
 
     def momentum_state(self):
+        # stacked state tensors (one row per model) split by model; Adam's step count is one
+        # scalar shared by all models (they step together)
         out = [{} for _ in self.models]
         for n, p in self.params.items():
-            buf = self.opt.state.get(p, {}).get("momentum_buffer")
-            if buf is not None:
-                for k in range(len(self.models)):
-                    out[k][n] = buf[k]
+            st = self.opt.state.get(p)
+            if not st:
+                continue
+            for k in range(len(self.models)):
+                out[k][n] = {key: v if v.dim() == 0 else v[k] for key, v in st.items()}
         return out
 
     def load_momentum_state(self, state):
-        for n, p in self.params.items():
+        entries = {}
+        for i, n in enumerate(self.params):
             if all(n in st for st in state):
-                bufs = [st[n].to(self.device) for st in state]
-                self.opt.state[p]["momentum_buffer"] = torch.stack(bufs)
+                per = [_canonical(st[n]) for st in state]
+                entries[i] = {key: per[0][key] if per[0][key].dim() == 0 else
+                              torch.stack([e[key] for e in per]) for key in per[0]}
+        _load_state(self.opt, entries)
 
 
 def _tie(nets: list[nn.Module], params: dict, buffers: dict) -> None:

@@ -311,8 +311,8 @@ def _save_resume(path: Path, epoch: int, it: int, engine: engines.Engine,
              "rng": torch.get_rng_state(),
              "models": [{k: v.detach().cpu() for k, v in n.state_dict().items()}
                         for n in engine.models],
-             "momentum": [{k: v.detach().cpu() for k, v in st.items()}
-                          for st in engine.momentum_state()]}
+             "momentum": [{n: {k: v.detach().cpu() for k, v in entry.items()}
+                           for n, entry in st.items()} for st in engine.momentum_state()]}
     if device.type == "cuda":
         state["cuda_rng"] = torch.cuda.get_rng_state(device)
     with atomic_path(path) as tmp:
