@@ -53,8 +53,14 @@ def test_full_size_validates(name):
     steps = json.loads(text)["steps"]
     assert all("quick" not in s["options"] for s in steps)
     trains = [s["options"] for s in steps if s["do"] == "train"]
-    # the seed's settings
-    assert trains and all(str(t.get("recipe", "")).startswith("vf-cifar10-") for t in trains)
+    # the seed's settings: its training scripts' recipes, or (the linear-MLP notebook, which
+    # has no script) the notebook's own settings written into the steps
+    if name == "vf_linear_mlp":
+        assert all(t["train_param"]["optimizer"] == "adam" and t["lr"] == 0.01 and
+                   t["model_param"]["init"] == "normal:std=0.002" for t in trains)
+    else:
+        assert trains and all(str(t.get("recipe", "")).startswith("vf-cifar10-")
+                              for t in trains)
 
 
 def test_every_recipe_runs_quick_and_reports(quick):
@@ -72,7 +78,7 @@ def test_every_recipe_runs_quick_and_reports(quick):
 
 def test_merging_alignment_and_renormalization_recover_the_midpoint(quick):
     """ResNet-8 (BatchNorm) on digits, 1 epoch (endpoints 90.8%, 88.3%): naive midpoint 10.6%,
-    weight matching 31.9%, + BN reset 66.1%, + REPAIR 66.7% (measured)."""
+    weight matching 23.9%, + BN reset 69.2%, + REPAIR 68.6% (measured)."""
     rows = _rows(_table(quick["merge_pairs"], "Midpoint"))
     r8 = {(r["matcher"], r["normalizer"]): r["midpoint"] for r in rows
           if r["model"] == "ResNet-8"}
@@ -118,3 +124,34 @@ def test_sms_soup_keeps_the_sparsity_of_its_phase(quick):
     for phase in (1, 2):
         models = {r["model"]: r for r in rows if r["phase"] == phase}
         assert models["soup"]["sparsity"] == pytest.approx(models["IMP"]["sparsity"])
+
+
+@pytest.mark.slow
+def test_linear_mlp_notebook_pattern_at_full_size(tmp_path, monkeypatch):
+    """The VF linear-MLP notebook's setting on full MNIST, three pairs (seeds 0, 2, 4), as
+    `weightlab run recipes/vf_linear_mlp.toml`. Notebook (one pair): endpoint 85.8%, naive
+    8.9%, weight-matched 16.1%, activation-matched 53.8%. Measured here (1 torch thread), means
+    over the pairs: endpoints 71.8%, naive 9.5%, weight 17.1%, activation (inner product)
+    36.7%, activation (correlation, the notebook's) 21.0%; with 2 threads the unstable setting
+    gives endpoints 78.6% (60.5–85.9%), naive 11.8%, weight 23.1%, inner 29.4%, correlation
+    21.4%. The notebook's ordering naive < weight < activation < endpoint holds for the means;
+    the margins are about half the smallest measured gaps."""
+    from weightlab import testing
+
+    monkeypatch.setenv("WEIGHTLAB_DATA", str(testing.shared_data_dir("MNIST")))
+    code, text = _run("run", RECIPES / "vf_linear_mlp.toml", "--out", tmp_path, "--json")
+    assert code == 0
+    rows = _rows(_table(json.loads(text), "Midpoints of linear MLPs"))
+
+    def mean(matcher, corr=False):
+        vals = [r["midpoint"] for r in rows if r["matcher"] == matcher
+                and ("correlation" in r["pair"]) == corr]
+        assert len(vals) == 3
+        return sum(vals) / 3
+
+    ends = [r[k] for r in rows for k in ("model A", "model B")]
+    naive, weight, act = mean("identity"), mean("weight"), mean("activation")
+    print(f"endpoints {sum(ends) / len(ends):.4f} naive {naive:.4f} weight {weight:.4f} "
+          f"activation {act:.4f} correlation {mean('activation', True):.4f}")
+    assert naive < 0.2 and weight > naive + 0.05 and act > weight + 0.03
+    assert min(ends) > act + 0.2
