@@ -12,22 +12,61 @@ from weightlab.graph import trace
 from weightlab.matching.features import collect_feature_stats
 from weightlab_zipit.cca import cca_match
 from weightlab_zipit.joint import merged_model
-from weightlab_zipit.reference import reference_zip
 from weightlab_zipit.zipit import zip_match
 
 
-@pytest.mark.parametrize("c,a,b", [(6, 0.3, 0.0), (24, 0.3, 0.125), (40, 0.3, 0.5),
-                                   (40, 0.5, 0.25)])
-def test_zip_match_equals_the_reference_loop(c, a, b):
+def _load_upstream():
+    """upstream_zipit.py beside this file (tests run with --import-mode=importlib)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("upstream_zipit",
+                                                  Path(__file__).with_name("upstream_zipit.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.upstream_zip
+
+
+upstream_zip = _load_upstream()
+
+
+@pytest.mark.parametrize("c,a,b", [(8, 0.3, 0.25), (24, 0.3, 0.125), (40, 0.3, 0.5),
+                                   (40, 0.5, 0.25), (16, 0.0, 0.125), (24, 0.0, 0.25),
+                                   (40, 0.0, 0.5), (40, -0.1, 0.25)])
+def test_zip_match_equals_the_upstream_loop(c, a, b):
+    """Against the port of upstream's match_tensors_zipit (upstream_zipit.py), a ≤ 0 included
+    (before, the reference lived in the plugin and had no a ≤ 0 branch). Budgets are ≥ 1 here:
+    at a budget of 0 the plugin blocks within-model pairs from the start (its documented
+    deviation), upstream after one such merge."""
     g = torch.Generator().manual_seed(c)
     x = torch.randn(300, 2 * c, generator=g)
     x = x + 0.8 * x @ torch.randn(2 * c, 2 * c, generator=g) / (2 * c) ** 0.5
     corr = torch.corrcoef(x.T)
     merge, unmerge = zip_match(corr, a, b)
-    assert torch.equal(unmerge, reference_zip(corr, a, b))
+    assert torch.equal(unmerge, upstream_zip(corr, a, b))
     assert merge.shape == (c, 2 * c) and unmerge.shape == (2 * c, c)
     assert torch.allclose(merge.sum(1), torch.ones(c))  # a merged feature is a mean
     assert torch.allclose(merge, (unmerge / unmerge.sum(0)).T)
+
+
+def test_at_a_zero_a_zipped_feature_never_meets_its_members_models_again():
+    """a = 0 (upstream's rule, which the plugin follows — checked above against the port): a
+    zipped feature is never zipped again with a feature of its members' models. So a
+    within-model pair never grows inside its model (at most 2 members per model) and a
+    feature holding both models is final: members per model ≤ 2, i.e. 1+1, 2+1, 1+2 or 2+2
+    (two within-model pairs may still meet once). Before, the docstring said "never zipped
+    again". 20 random probes, C = 24, b = 0.25: measured 1+1, 2+1 and 2+2 all occur."""
+    kinds = set()
+    for seed in range(20):
+        g = torch.Generator().manual_seed(seed)
+        corr = torch.corrcoef(torch.randn(200, 48, generator=g).T)
+        _, u = zip_match(corr, a=0.0, b=0.25)
+        for col in u.T:
+            members = col.nonzero().squeeze(1)
+            counts = (int((members < 24).sum()), int((members >= 24).sum()))
+            assert max(counts) <= 2, (seed, counts)
+            kinds.add(tuple(sorted(counts)))
+    assert {(1, 1), (1, 2), (2, 2)} <= kinds
 
 
 def test_zip_match_budget_and_alpha():

@@ -4,7 +4,10 @@ Training", §4): greedy pairwise merging of the 2C features of two models down t
 Per channel space, with the correlation matrix S (2C × 2C) of A's and B's features side by
 side: repeatedly take the most correlated pair (i, j) of live features — within or across
 models — and zip it into one feature; the zipped feature's row and column of S become
-a·min(S_i, S_j) (α of the paper: a > 0 lets a zipped feature be zipped again, a = 0 does not);
+a·min(S_i, S_j) (α of the paper: a > 0 lets a zipped feature be zipped again, discounted);
+at a ≤ 0 they become −∞ against every feature of the members' models, as upstream's
+``a <= 0`` branch does: a cross-model feature is final, a within-model pair may still meet
+the other model once (so at most two members per model);
 each model may zip at most ⌊(C/2)·b⌋ pairs of its own features (β of the paper: b = 0 allows
 cross-model merges only). After C merges C features remain. With the assignment matrix
 U (2C × C, U[f, c] = 1 when feature f belongs to merged feature c):
@@ -56,7 +59,7 @@ def zip_match(corr: torch.Tensor, a: float = 0.3, b: float = 0.125
         row = torch.minimum(sims[lo], sims[hi])  # −∞ at lo and hi (the diagonal)
         if a > 0:
             row.mul_(a)  # α: the zipped feature may be zipped again, at a discount
-        else:  # α = 0: never again with a feature of either member's model
+        else:  # α ≤ 0: never again with a feature of either member's model (upstream)
             row.masked_fill_((origin == lo // c) | (origin == hi // c), neg_inf)
         sims[lo], sims[:, lo] = row, row
         sims[hi], sims[:, hi] = neg_inf, neg_inf
