@@ -12,6 +12,7 @@ model's function.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,8 +33,10 @@ class Alignment:
     # one onto the other; it gives each model in that space with ``express``
     joint = False
 
-    def express(self, graph: FeatureGraph, models: list[Any]) -> list[dict[str, torch.Tensor]]:
-        """Joint alignments: each model's state dict expressed in the merged space."""
+    def express(self, graph: FeatureGraph, models: list[Any],
+                weights: Sequence[float] = (0.5, 0.5)) -> list[dict[str, torch.Tensor]]:
+        """Joint alignments: each model's state dict expressed in the merged space for a merge
+        with ``weights``; their ``weights``-weighted average is the merged model."""
         raise NotImplementedError(f"{type(self).__name__} is not a joint alignment")
 
     # ---- construction -------------------------------------------------------------------

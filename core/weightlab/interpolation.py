@@ -55,14 +55,16 @@ def aligned_copy(model: nn.Module, alignment: Any, graph: Any) -> nn.Module:
     return with_state(model, alignment.apply(graph, model.state_dict()))
 
 
-def aligned_pair(model_a: nn.Module, model_b: nn.Module, alignment: Any, graph: Any
-                 ) -> list[nn.Module]:
+def aligned_pair(model_a: nn.Module, model_b: nn.Module, alignment: Any, graph: Any,
+                 weights: Sequence[float] = (0.5, 0.5)) -> list[nn.Module]:
     """Both endpoints in one channel order: A and B aligned to A, or, for a joint merge (an
-    alignment with ``express(graph, models)``, e.g. the zipit plugin's ZipIt!/CCA), both
-    models expressed in the merged space, whose average is the jointly merged model."""
+    alignment with ``express(graph, models, weights)``, e.g. the zipit plugin's ZipIt!/CCA),
+    both models expressed in the merged space for a merge with ``weights``, whose
+    ``weights``-average is the jointly merged model."""
     if alignment is not None and alignment.joint:
         return [with_state(m, s) for m, s in
-                zip((model_a, model_b), alignment.express(graph, [model_a, model_b]))]
+                zip((model_a, model_b),
+                    alignment.express(graph, [model_a, model_b], list(weights)))]
     return [model_a, aligned_copy(model_b, alignment, graph)]
 
 
@@ -81,12 +83,16 @@ def curve(model_a: nn.Module, model_b: nn.Module, loaders: dict[str, Any],
     consistent curve)."""
     from weightlab.metrics import evaluate
 
+    joint = alignment is not None and alignment.joint
     a_, b = aligned_pair(model_a, model_b, alignment, graph)
     sa, sb = a_.state_dict(), b.state_dict()
     out: dict[str, Any] = {"alpha": [float(a) for a in alphas]}
     for split in loaders:
         out[split] = {"loss": [], "top1": []}
     for a in alphas:
+        if joint:  # a joint merge's expression depends on the weights (zipit's joint.py)
+            a_, b = aligned_pair(model_a, model_b, alignment, graph, (1 - a, a))
+            sa, sb = a_.state_dict(), b.state_dict()
         net = with_state(model_a, average_states([sa, sb], [1 - a, a]))
         if normalizer is not None:
             net = normalizer.apply(net, [a_, b], [1 - a, a], calibration, graph)

@@ -76,7 +76,7 @@ def merge(models: Sequence[nn.Module], weights: Sequence[float], *, matcher: Any
     alignments = [None] * len(models) if naive else \
         [None] + [matcher.match(graph, ref, m, match_data) for m in models[1:]]
     if not naive and matcher.joint:  # both models expressed in the merged space
-        aligned = aligned_pair(models[0], models[1], alignments[1], graph)
+        aligned = aligned_pair(models[0], models[1], alignments[1], graph, weights)
     else:
         aligned = [ref] + [aligned_copy(m, al, graph)
                            for m, al in zip(models[1:], alignments[1:])]

@@ -107,7 +107,7 @@ def build_partial(models: Sequence[nn.Module], graph: FeatureGraph,
     root.m.load_state_dict(merged_state(models, graph, joint, weights))
     root.merge = nn.Module()
     w = torch.tensor([float(v) for v in weights], device=p.device)
-    parts = model_parts(joint, graph)  # (2·M_k, U_k) per space
+    parts = model_parts(joint, graph, weights)  # (D(w)·M_k, U_k) per space
     blocks = {s: torch.stack([wk * part.merges[s][0].to(w) for wk, part in zip(w, parts)])
               for s in joint.merges}
 
