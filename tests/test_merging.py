@@ -27,6 +27,20 @@ def test_barriers_follow_the_seed_definitions():
     assert b["acc_barrier"] == pytest.approx(0.5 * (0.95 + 0.85) - 0.5)
 
 
+def test_git_rebasin_barrier_is_the_gap_below_the_straight_line():
+    """Unequal endpoints, worst point off the middle: L = [0.2, 0.3, 0.5, 1.0, 1.0] at
+    α = 0, ¼, ½, ¾, 1 (re-stated by hand). Line: 0.2 + 0.8α → gaps 0, −0.1, −0.1, 0.2, 0:
+    Git Re-Basin's barrier 0.2; the seed's max − mean = 1.0 − 0.6 = 0.4. Accuracies
+    [0.9, 0.5, 0.6, 0.7, 0.5]: line 0.9 − 0.4α → gaps 0, 0.3, 0.1, −0.1, 0 → 0.3; the seed's
+    mean − min = 0.7 − 0.5 = 0.2."""
+    b = barriers([0.2, 0.3, 0.5, 1.0, 1.0], [0.9, 0.5, 0.6, 0.7, 0.5],
+                 [0.0, 0.25, 0.5, 0.75, 1.0])
+    assert b["loss_barrier_line"] == pytest.approx(0.2)
+    assert b["loss_barrier"] == pytest.approx(0.4)
+    assert b["acc_barrier_line"] == pytest.approx(0.3)
+    assert b["acc_barrier"] == pytest.approx(0.2)
+
+
 def test_average_states_is_weighted_and_keeps_integer_buffers():
     a = {"w": torch.ones(3), "n": torch.tensor(5)}
     b = {"w": torch.zeros(3), "n": torch.tensor(9)}
@@ -112,4 +126,17 @@ def test_merge_and_interpolate_cli(mnist_pair, tmp_path, capsys):
     res = json.loads(capsys.readouterr().out)
     assert len(res["test"]["top1"]) == 3
     assert res["test"]["acc_barrier"] > 0.02
+    assert res["units"]["top1"] == "fraction (0–1)" and not res["endpoints_normalized"]
     assert plot.stat().st_size > 1000
+    # with a normalizer: endpoints normalized too by default; raw as the seed with a flag
+    curves = {}
+    for flag in ("--normalize-endpoints", "--raw-endpoints"):
+        code = main(["interpolate", str(pa), str(pb), "--matcher", "identity", "--points", "3",
+                     "--splits", "test", "--data-dir", str(root), "--normalizer", "rescale",
+                     flag, "--json"])
+        assert code == 0
+        curves[flag] = json.loads(capsys.readouterr().out)
+    raw, normed = curves["--raw-endpoints"], curves["--normalize-endpoints"]
+    assert normed["endpoints_normalized"] and not raw["endpoints_normalized"]
+    assert raw["test"]["top1"][0] == pytest.approx(res["test"]["top1"][0])  # A as it is
+    assert raw["test"]["top1"][1] == pytest.approx(normed["test"]["top1"][1])  # same middle

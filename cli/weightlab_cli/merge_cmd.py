@@ -71,17 +71,22 @@ def interpolate(
                                       help="training images evaluated per α"),
     data: str = typer.Option(None, "--data"), data_dir: Path = DATA_DIR_OPT,
     calibration_samples: int = CALIB_OPT,
+    normalize_endpoints: bool = typer.Option(True, "--normalize-endpoints/--raw-endpoints",
+                                             help="apply the normalizer at α = 0 and 1 too "
+                                                  "(--raw-endpoints: as the seed code)"),
     plot: Path = typer.Option(None, "--plot", help="PNG to write (default: none)"),
     device: str = DEVICE_OPT, force: bool = FORCE_OPT, json_out: bool = JSON_OPT,
 ):
     """Loss and top-1 along θ(α) = (1−α)θ_A + α·align(θ_B) on train and test, with the loss
-    and accuracy barriers."""
+    and accuracy barriers (the seed's, against the endpoints' mean, and Git Re-Basin's,
+    against the straight line)."""
     from weightlab.ops import interpolate as run
 
     res = run(model_a, model_b, matcher=matcher, matcher_param=matcher_param,
               normalizer=normalizer, normalizer_param=normalizer_param, points=points,
               splits=splits, train_samples=train_samples, data=data, data_dir=data_dir,
-              calibration_samples=calibration_samples, plot=plot, device=device, force=force)
+              calibration_samples=calibration_samples, normalize_endpoints=normalize_endpoints,
+              plot=plot, device=device, force=force)
     data_ = res.to_json()
     if json_out:
         print_json(data_)
@@ -92,8 +97,14 @@ def interpolate(
                                                          pct(data_[s]["top1"][i]))]
             for i, a in enumerate(data_["alpha"])]
     table(f"interpolation ({matcher}{' + ' + normalizer if normalizer else ''})", cols, rows)
-    table("barriers", ["split", "loss barrier", "accuracy barrier"],
-          [[s, data_[s]["loss_barrier"], pct(data_[s]["acc_barrier"])] for s in wanted])
+    table("barriers (seed: vs the endpoints' mean; line: Git Re-Basin's, vs the straight "
+          "line)", ["split", "loss (nats)", "accuracy", "loss, line", "accuracy, line"],
+          [[s, data_[s]["loss_barrier"], pct(data_[s]["acc_barrier"]),
+            data_[s]["loss_barrier_line"], pct(data_[s]["acc_barrier_line"])]
+           for s in wanted])
+    if normalizer:
+        info("endpoints " + ("normalized too" if data_["endpoints_normalized"]
+                             else "evaluated raw (--raw-endpoints)"))
     if plot is not None:
         info(f"wrote {plot}")
 

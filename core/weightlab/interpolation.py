@@ -68,19 +68,40 @@ def aligned_pair(model_a: nn.Module, model_b: nn.Module, alignment: Any, graph: 
     return [model_a, aligned_copy(model_b, alignment, graph)]
 
 
-def barriers(losses: Sequence[float], accs: Sequence[float]) -> dict[str, float]:
+def barriers(losses: Sequence[float], accs: Sequence[float],
+             alphas: Sequence[float] | None = None) -> dict[str, float]:
+    """Two definitions, both kept (accuracy as a fraction, 0–1; loss in nats):
+
+    - the seed code's (``source/utils/calculate_barrier.py``; Frankle et al. 2020):
+      ``loss_barrier`` = max_α L(α) − ½(L(0) + L(1)), ``acc_barrier`` = ½(A(0) + A(1)) −
+      min_α A(α);
+    - Git Re-Basin's (Ainsworth et al. 2023, Def. 2.1): the largest gap from the straight
+      line between the endpoints, ``loss_barrier_line`` = max_α [L(α) − ((1−α)L(0) + αL(1))],
+      ``acc_barrier_line`` = max_α [((1−α)A(0) + αA(1)) − A(α)].
+
+    They agree when the endpoints are equal; with unequal endpoints the seed's compares with
+    their mean wherever the worst point lies."""
+    n = len(losses)
+    al = list(alphas) if alphas is not None else [i / (n - 1) for i in range(n)]
+    line = [max(lv - ((1 - a) * losses[0] + a * losses[-1]) for lv, a in zip(losses, al)),
+            max(((1 - a) * accs[0] + a * accs[-1]) - av for av, a in zip(accs, al))]
     return {"loss_barrier": max(losses) - 0.5 * (losses[0] + losses[-1]),
-            "acc_barrier": 0.5 * (accs[0] + accs[-1]) - min(accs)}
+            "acc_barrier": 0.5 * (accs[0] + accs[-1]) - min(accs),
+            "loss_barrier_line": line[0], "acc_barrier_line": line[1]}
 
 
 def curve(model_a: nn.Module, model_b: nn.Module, loaders: dict[str, Any],
           alphas: Sequence[float], *, alignment: Any = None, graph: Any = None,
-          normalizer: Any = None, calibration: Any = None) -> dict[str, Any]:
-    """Loss and top-1 along the path on every loader (e.g. {"train": …, "test": …}).
+          normalizer: Any = None, calibration: Any = None,
+          normalize_endpoints: bool = True) -> dict[str, Any]:
+    """Loss and top-1 (a fraction, 0–1) along the path on every loader (e.g. {"train": …,
+    "test": …}), with :func:`barriers`.
 
     With a normalizer, each interpolated model is corrected against the two endpoints with
-    weights (1 − α, α) before it is evaluated (at every α, endpoints included, for a
-    consistent curve)."""
+    weights (1 − α, α) before it is evaluated — at every α, endpoints included, for a
+    consistent curve (``normalize_endpoints=True``), or, as the seed code does, only strictly
+    between them, the endpoints evaluated as they are (``False``). The result says which
+    (``endpoints_normalized``)."""
     from weightlab.metrics import evaluate
 
     joint = alignment is not None and alignment.joint
@@ -94,12 +115,14 @@ def curve(model_a: nn.Module, model_b: nn.Module, loaders: dict[str, Any],
             a_, b = aligned_pair(model_a, model_b, alignment, graph, (1 - a, a))
             sa, sb = a_.state_dict(), b.state_dict()
         net = with_state(model_a, average_states([sa, sb], [1 - a, a]))
-        if normalizer is not None:
+        if normalizer is not None and (normalize_endpoints or 0.0 < a < 1.0):
             net = normalizer.apply(net, [a_, b], [1 - a, a], calibration, graph)
         for split, loader in loaders.items():
             m = evaluate(net, loader)
             out[split]["loss"].append(m["loss"])
             out[split]["top1"].append(m["top1"])
     for split in loaders:
-        out[split].update(barriers(out[split]["loss"], out[split]["top1"]))
+        out[split].update(barriers(out[split]["loss"], out[split]["top1"], out["alpha"]))
+    out["units"] = {"top1": "fraction (0–1)", "loss": "cross-entropy (nats)"}
+    out["endpoints_normalized"] = normalizer is not None and normalize_endpoints
     return out

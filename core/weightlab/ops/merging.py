@@ -126,12 +126,15 @@ def interpolate(
     data_dir: Annotated[Path | None, Opt("dataset root")] = None,
     calibration_samples: Annotated[int, Opt("training images for data-driven matchers and "
                                             "normalizers", min=1)] = 4096,
+    normalize_endpoints: Annotated[bool, Opt("apply the normalizer at α = 0 and 1 too (false: "
+                                             "endpoints raw, as the seed code)")] = True,
     plot: Annotated[Path | None, Opt("PNG to write (default: none)")] = None,
     device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
     force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
 ) -> CurveResult:
     """Loss and top-1 along θ(α) = (1−α)θ_A + α·align(θ_B) on train and test, with the loss
-    and accuracy barriers."""
+    and accuracy barriers (the seed's, against the endpoints' mean, and Git Re-Basin's,
+    against the straight line; accuracy as a fraction)."""
     from weightlab.interpolation import curve
 
     wanted = [s.strip() for s in (splits.split(",") if isinstance(splits, str) else splits)
@@ -153,7 +156,8 @@ def interpolate(
         loaders["test"] = bundle.loader("test", batch_size=1000)
     alphas = [i / (points - 1) for i in range(points)]
     res = curve(loaded.models[0], loaded.models[1], loaders, alphas, alignment=alignment,
-                graph=graph, normalizer=n, calibration=calib)
+                graph=graph, normalizer=n, calibration=calib,
+                normalize_endpoints=normalize_endpoints)
     res.update({"matcher": m.name if m else "identity", "normalizer": n.name if n else None,
                 "models": loaded.paths, "splits": wanted,
                 "model": loaded.ckpts[0].model["name"], "data": bundle.name})
