@@ -8,6 +8,7 @@ import pytest
 import torch
 from weightlab import checkpoint as ckpt_io
 from weightlab import testing
+from weightlab.errors import UsageError
 from weightlab.flopcount import count
 from weightlab.interpolation import average_states, barriers
 from weightlab.vanishing import diagnose
@@ -140,3 +141,26 @@ def test_merge_and_interpolate_cli(mnist_pair, tmp_path, capsys):
     assert normed["endpoints_normalized"] and not raw["endpoints_normalized"]
     assert raw["test"]["top1"][0] == pytest.approx(res["test"]["top1"][0])  # A as it is
     assert raw["test"]["top1"][1] == pytest.approx(normed["test"]["top1"][1])  # same middle
+
+
+def test_diagnose_tap_points_show_where_repair_acts():
+    """Two ResNet-8s (BatchNorm) trained 3 epochs on digits, weight-matched + REPAIR midpoint.
+    Measured E_l (360 test images): tap=layer (conv outputs, before BN) 0.62–0.82 — REPAIR's
+    correction does not show there; tap=norm (after the BN reading each conv, where REPAIR
+    corrects) 1.00–1.22 for every layer but the uncorrected head (0.72); tap=all (the VF
+    notebooks' hooks: every conv, linear and norm) has both, 19 points. The naive midpoint at
+    tap=norm vanishes with depth (0.67 → 0.05)."""
+    import weightlab
+
+    paths = testing.trained("cifar_resnet8", "digits", epochs=3,
+                            train={"lr": 0.05, "batch_size": 64})
+    runs = {tap: weightlab.diagnose(paths, matcher="weight", normalizer="repair", tap=tap,
+                                    samples=360) for tap in ("layer", "norm", "all")}
+    layer, norm, every = (runs[t]["ratio"] for t in ("layer", "norm", "all"))
+    assert len(layer) == len(norm) == 10 and len(every) == 19
+    assert all(0.9 < e < 1.4 for e in norm[:-1]) and max(layer) < 0.9
+    assert runs["norm"]["layers"][0] == "bn1" and runs["layer"]["layers"][0] == "conv1"
+    naive = weightlab.diagnose(paths, matcher="identity", tap="norm", samples=360)["ratio"]
+    assert naive[-2] < 0.5 * naive[0]
+    with pytest.raises(UsageError, match="tap='conv'"):
+        weightlab.diagnose(paths, matcher="identity", tap="conv", samples=10)

@@ -119,6 +119,9 @@ def diagnose(
     matcher_param: list[str] = MPARAM_OPT,
     normalizer: str = NORMALIZER_OPT, normalizer_param: list[str] = NPARAM_OPT,
     samples: int = typer.Option(2048, "--samples", min=1, help="test images measured"),
+    tap: str = typer.Option("all", "--tap", help="where features are read: all (every "
+                            "conv/linear/norm output, as the VF notebooks), layer (conv/"
+                            "linear outputs), norm (after the norm reading a layer)"),
     data: str = typer.Option(None, "--data"), data_dir: Path = DATA_DIR_OPT,
     calibration_samples: int = CALIB_OPT,
     plot: Path = typer.Option(None, "--plot", help="PNG of E_l against relative depth"),
@@ -130,7 +133,8 @@ def diagnose(
 
     res = run(checkpoints, merged=merged, pruned=pruned, matcher=matcher,
               matcher_param=matcher_param, normalizer=normalizer,
-              normalizer_param=normalizer_param, samples=samples, data=data, data_dir=data_dir,
+              normalizer_param=normalizer_param, samples=samples, tap=tap, data=data,
+              data_dir=data_dir,
               calibration_samples=calibration_samples, plot=plot, device=device, force=force)
     res = res.to_json()
     if json_out:

@@ -18,13 +18,41 @@ from typing import Any
 import torch
 from torch import nn
 
+TAPS = ("all", "layer", "norm")
+NORM_TYPES = (nn.BatchNorm1d, nn.BatchNorm2d, nn.LayerNorm, nn.GroupNorm)
 
-def measured_layers(model: nn.Module) -> list[str]:
-    """Conv and linear modules in execution order (the layers the diagnostic reports)."""
+
+def _is_norm(m: nn.Module) -> bool:
+    return isinstance(m, NORM_TYPES) or type(m).__name__ == "ChannelLayerNorm"
+
+
+def measured_layers(model: nn.Module, tap: str = "all") -> list[str]:
+    """The modules whose outputs the diagnostic measures, in execution order.
+
+    ``all``: every conv, linear and normalization layer — what the VF notebooks hook
+    (``record_activations`` in main_notebooks/vf_in_merged_pruned_models.ipynb: Conv2d,
+    Linear, BatchNorm2d, LayerNorm); ``layer``: conv and linear outputs only (before any norm);
+    ``norm``: each conv/linear layer's output after the norm that reads it, where one does
+    (where BatchNorm resets and REPAIR act), else the layer's own output."""
+    if tap not in TAPS:
+        from weightlab.errors import UsageError
+
+        raise UsageError(f"tap={tap!r}: expected one of {', '.join(TAPS)}")
     order: list[str] = []
+    outputs: dict[str, torch.Tensor] = {}
+    norm_inputs: dict[str, torch.Tensor] = {}
     names = {m: n for n, m in model.named_modules()}
-    handles = [m.register_forward_hook(lambda mod, i, o: order.append(names[mod]))
-               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+
+    def on_layer(mod, i, o):
+        order.append(names[mod])
+        outputs[names[mod]] = o
+
+    def on_norm(mod, i, o):
+        order.append(names[mod])
+        norm_inputs[names[mod]] = i[0]
+
+    handles = [m.register_forward_hook(on_norm if _is_norm(m) else on_layer)
+               for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear)) or _is_norm(m)]
     try:
         p = next(model.parameters())
         shape = getattr(model, "_weightlab_input_shape", None)
@@ -39,7 +67,17 @@ def measured_layers(model: nn.Module) -> list[str]:
     for n in order:
         if n not in seen:
             seen.append(n)
-    return seen
+    if tap == "all":
+        return seen
+    layers = [n for n in seen if n in outputs]
+    if tap == "layer":
+        return layers
+    reader = {}  # layer → the norm whose input is exactly its output
+    for norm, x in norm_inputs.items():
+        for layer in layers:
+            if outputs[layer] is x:
+                reader[layer] = norm
+    return [reader.get(n, n) for n in layers]
 
 
 @contextlib.contextmanager
@@ -117,16 +155,18 @@ def is_linear_network(model: nn.Module) -> bool:
 
 
 def diagnose(models: Sequence[nn.Module], target: nn.Module, loader, *, input_shape,
-             samples: int = 2048, labels: Sequence[str] | None = None) -> dict[str, Any]:
-    """E_l = m_l(target) / mean_i m_l(models_i), with every model's m_l and logit norms."""
+             samples: int = 2048, labels: Sequence[str] | None = None, tap: str = "all"
+             ) -> dict[str, Any]:
+    """E_l = m_l(target) / mean_i m_l(models_i), with every model's m_l and logit norms, at
+    the ``tap`` points of :func:`measured_layers`."""
     target._weightlab_input_shape = tuple(input_shape)  # type: ignore[attr-defined]
-    layers = measured_layers(target)
+    layers = measured_layers(target, tap)
     base = [magnitudes(m, loader, layers, samples=samples) for m in models]
     tgt = magnitudes(target, loader, layers, samples=samples)
     ref = torch.tensor([b["m"] for b in base]).mean(0)
     ratio = (torch.tensor(tgt["m"]) / ref.clamp_min(1e-12)).tolist()
     L = len(layers)
-    out = {"layers": layers, "relative_depth": [i / max(L - 1, 1) for i in range(L)],
+    out = {"layers": layers, "tap": tap, "relative_depth": [i / max(L - 1, 1) for i in range(L)],
            "ratio": ratio, "target": tgt, "references": base,
            "labels": list(labels or [f"model_{i + 1}" for i in range(len(models))])}
     if is_linear_network(target):

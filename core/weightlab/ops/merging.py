@@ -182,6 +182,9 @@ def diagnose(
     normalizer: Annotated[Any, Opt("normalizer for the on-the-fly merge")] = None,
     normalizer_param: Annotated[Params, Opt("normalizer parameters")] = None,
     samples: Annotated[int, Opt("test images measured", min=1)] = 2048,
+    tap: Annotated[str, Opt("where features are read: all (every conv/linear/norm output, as "
+                            "the VF notebooks), layer (conv/linear outputs) or norm (after "
+                            "the norm that reads a layer, where REPAIR corrects)")] = "all",
     data: Annotated[str | None, Opt("dataset (default: the checkpoints')")] = None,
     data_dir: Annotated[Path | None, Opt("dataset root")] = None,
     calibration_samples: Annotated[int, Opt("training images for data-driven matchers and "
@@ -194,8 +197,11 @@ def diagnose(
     merged (or pruned) model to its references, against relative depth."""
     from weightlab.merging import check_compatible
     from weightlab.merging import merge as run_merge
+    from weightlab.vanishing import TAPS
     from weightlab.vanishing import diagnose as run_diag
 
+    if tap not in TAPS:
+        raise UsageError(f"tap={tap!r}: expected one of {', '.join(TAPS)}")
     if pruned is not None and (merged is not None or len(checkpoints) != 1):
         raise UsageError("pruned: takes exactly one original checkpoint and no merged model")
     if pruned is None and len(checkpoints) < 2:
@@ -223,7 +229,7 @@ def diagnose(
         label = "pruned" if pruned is not None else "merged"
     test = bundle.loader("test", batch_size=500)
     res = run_diag(refs, target, test, input_shape=loaded.ckpts[0].model["input_shape"],
-                   samples=samples, labels=loaded.paths)
+                   samples=samples, labels=loaded.paths, tap=tap)
     res["target_label"] = label
     res.update({"model": loaded.ckpts[0].model["name"], "data": bundle.name,
                 "target_path": None if on_the_fly else tl.paths[0],
