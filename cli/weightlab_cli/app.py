@@ -7,6 +7,7 @@ import typer
 from weightlab_cli import (
     components_cmd,
     evaluate_cmd,
+    graph_cmd,
     import_cmd,
     merge_cmd,
     plot_cmd,
@@ -32,7 +33,7 @@ app.command("plot")(plot_cmd.plot)
 
 # Command groups of their own modules: merge/interpolate/diagnose/flops, prune, run (and
 # `plugins new`).
-for _module in (merge_cmd, prune_cmd, run_cmd):
+for _module in (merge_cmd, graph_cmd, prune_cmd, run_cmd):
     _module.register(app)
 
 

@@ -13,8 +13,8 @@ from weightlab.markers import hookimpl, hookspec
 
 __version__ = "0.1.0"
 
-_OPS = ("load", "save", "import_checkpoint", "flops", "evaluate", "train", "prune", "merge",
-        "interpolate", "diagnose")
+_OPS = ("load", "save", "import_checkpoint", "flops", "graph_info", "evaluate", "train", "prune",
+        "merge", "interpolate", "diagnose")
 __all__ = ["hookimpl", "hookspec", "__version__", "operation", "registry", *_OPS]
 
 

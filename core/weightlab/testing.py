@@ -220,3 +220,23 @@ def sparsity(masks: dict[str, Any]) -> float:
     from weightlab.checkpoint import sparsity_report
 
     return float(sparsity_report(masks)["overall"]) if masks else 0.0
+
+
+def randomize_norms(net: Any, seed: int) -> Any:
+    """Non-trivial norm statistics and affine parameters (BatchNorm running statistics,
+    BatchNorm/channel-LayerNorm γ and β), so that a wrong fold of a correction shows."""
+    import torch
+    from torch import nn
+
+    from weightlab.models.layers import ChannelLayerNorm
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for m in net.modules():
+            if getattr(m, "running_mean", None) is not None:
+                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.3)
+                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
+            if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm)):
+                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
+                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
+    return net

@@ -16,6 +16,7 @@ from typing import Any
 
 _WHERE = {
     "load": "models", "save": "models", "import_checkpoint": "models", "flops": "models",
+    "graph_info": "models",
     "evaluate": "evaluation", "train": "training", "prune": "pruning",
     "merge": "merging", "interpolate": "merging", "diagnose": "merging",
 }
@@ -28,8 +29,9 @@ def __getattr__(name: str) -> Any:
     if name in _WHERE:
         return getattr(importlib.import_module(f"weightlab.ops.{_WHERE[name]}"), name)
     if name == "CORE_OPERATIONS":
-        return [__getattr__(n) for n in ("import_checkpoint", "flops", "evaluate", "train",
-                                         "prune", "merge", "interpolate", "diagnose")]
+        return [__getattr__(n) for n in ("import_checkpoint", "flops", "graph_info", "evaluate",
+                                         "train", "prune", "merge", "interpolate",
+                                         "diagnose")]
     if name in ("get", "operations"):
         from weightlab.ops import registry
 

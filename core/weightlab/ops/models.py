@@ -90,6 +90,48 @@ def flops(
     return FlopsResult(count(net, shape, masks))
 
 
+@operation("graph")
+def graph_info(
+    target: Annotated[str, Opt("a checkpoint file or a model name")],
+    check: Annotated[bool, Opt("apply a seeded random permutation to every free space and "
+                               "compare the outputs")] = False,
+    input_shape: Annotated[list[int] | str | None,
+                           Opt("C,H,W (default: the checkpoint's, else the model's)")] = None,
+    num_classes: Annotated[int, Opt("classes of a model built by name", min=1)] = 10,
+    seed: Annotated[int, Opt("seed of the check's permutation")] = 0,
+    tolerance: Annotated[float, Opt("largest relative output change that counts as "
+                                    "invariant", min=0.0)] = 1e-4,
+) -> Result:
+    """The model's channel spaces as weightlab traces them (size, free or fixed, producing
+    layers, norms, tensor axes) and, with ``check``, whether permuting every free space leaves
+    its outputs unchanged: the first thing to run on one's own model."""
+    import torch
+
+    from weightlab import checkpoint as ckpt_io
+    from weightlab import plugins
+    from weightlab.graph import trace
+    from weightlab.graph.check import describe, permutation_check
+
+    if Path(str(target)).suffix == ".safetensors" or Path(str(target)).is_file():
+        net, ck = ckpt_io.load_model(Path(target))
+        shape = list(ck.model["input_shape"])
+    else:
+        comp = plugins.registry().create("models", str(target))
+        shape = list(comp.default_input_shape)
+        torch.manual_seed(seed)
+        net = comp.build(shape, num_classes)
+    if input_shape:
+        shape = _shape(input_shape)
+    example = torch.randn(2, *shape, generator=torch.Generator().manual_seed(seed))
+    g = trace(net.eval(), example)
+    spaces = describe(g)
+    out = {"target": str(target), "input_shape": shape, "spaces": spaces,
+           "free_spaces": sum(s["free"] for s in spaces), "layers": len(g.layers)}
+    if check:
+        out["check"] = permutation_check(net, g, example, seed=seed, tolerance=tolerance)
+    return Result(out)
+
+
 def _shape(value: Any) -> list[int]:
     if isinstance(value, (list, tuple)):
         items = list(value)

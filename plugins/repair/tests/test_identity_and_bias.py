@@ -5,23 +5,9 @@ import pytest
 import torch
 from torch import nn
 from weightlab import testing
-from weightlab.models.layers import ChannelLayerNorm
 from weightlab_repair.bias_calibration import BiasCalibration
 from weightlab_repair.places import find_places
 from weightlab_repair.repair import Repair, Rescale, Reshift
-
-
-def _randomize_norms(net: nn.Module, seed: int) -> None:
-    """Non-trivial norm statistics and affine parameters, so that a wrong fold shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if hasattr(m, "running_mean") and m.running_mean is not None:
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm)):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -38,7 +24,7 @@ def test_repair_towards_itself_is_identity(digits, name, cls):
     calibration set is one batch, so the train-mode pass of the temporary normalizations sees
     exactly the full-data statistics."""
     net = testing.tiny_model(name, input_shape=(1, 8, 8), seed=1).double().eval()
-    _randomize_norms(net, 2)
+    testing.randomize_norms(net, 2)
     calib = digits.loader("calibration", batch_size=512, num_samples=512)
     x = next(iter(digits.loader("test", batch_size=256)))[0].double()
     out = cls().apply(net, [net], [1.0], calib)
@@ -107,7 +93,7 @@ def test_bias_calibration_folds_through_batchnorm():
     for a zero conv input — is what gets scaled: after calibration it is α^(h−1) times itself."""
     alpha = 0.7
     net = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=5).double().eval()
-    _randomize_norms(net, 6)
+    testing.randomize_norms(net, 6)
     fixed = BiasCalibration(alpha=alpha).apply(net, [], [], None)
     x0 = torch.zeros(1, 1, 8, 8, dtype=torch.float64)
     before = {p.name: p for p in find_places(net, x0)}

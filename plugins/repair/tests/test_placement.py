@@ -1,28 +1,13 @@
 """REPAIR's placement: ``all`` (every conv/linear at the norm's output) or ``seed`` (the
 Vanishing Feature code's ``make_repaired_net``: a CIFAR ResNet's block conv1/conv2 only, VGG's
-every conv, each before its norm). Exact properties, no training."""
+every conv, each before its norm): exact properties, and both measured on trained ResNet-8s."""
 
 import pytest
 import torch
-from torch import nn
 from weightlab import testing
 from weightlab.errors import UsageError
-from weightlab.models.layers import ChannelLayerNorm
 from weightlab_repair.places import find_places, select_places
 from weightlab_repair.repair import Repair, Rescale, Reshift
-
-
-def _randomize_norms(net: nn.Module, seed: int) -> None:
-    """Non-trivial norm statistics and affine parameters, so that a wrong fold shows."""
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for m in net.modules():
-            if getattr(m, "running_mean", None) is not None:
-                m.running_mean.copy_(torch.randn(m.running_mean.shape, generator=gen) * 0.3)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=gen) + 0.5)
-            if isinstance(m, (nn.BatchNorm2d, ChannelLayerNorm)):
-                m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
-                m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +37,7 @@ def test_seed_placement_towards_itself_is_identity(digits, name, cls):
     ResNet the pre-norm correction folds exactly into γ and the running mean; the plain ResNet
     folds into its block convs' biases. (The MLP has no conv: seed placement is an error.)"""
     net = testing.tiny_model(name, input_shape=(1, 8, 8), seed=1).double().eval()
-    _randomize_norms(net, 2)
+    testing.randomize_norms(net, 2)
     calib = digits.loader("calibration", batch_size=512, num_samples=512)
     x = next(iter(digits.loader("test", batch_size=256)))[0].double()
     norm = cls(placement="seed")
@@ -73,8 +58,8 @@ def test_seed_placement_folds_a_real_correction_exactly(digits):
     logits ≤ 1e-9 in float64."""
     a = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=1).double().eval()
     b = testing.tiny_model("cifar_resnet8", input_shape=(1, 8, 8), seed=2).double().eval()
-    _randomize_norms(a, 3)
-    _randomize_norms(b, 4)
+    testing.randomize_norms(a, 3)
+    testing.randomize_norms(b, 4)
     calib = digits.loader("calibration", batch_size=512, num_samples=512)
     x = next(iter(digits.loader("test", batch_size=64)))[0].double()
     out = Repair(placement="seed").apply(a, [b], [1.0], calib)
