@@ -70,3 +70,20 @@ def test_the_check_catches_a_graph_that_misses_a_tie(cli, monkeypatch):
 def test_a_trace_on_the_wrong_input_shape_is_one_line(cli):
     code, _, err = cli("graph", "cifar_resnet8", "--input-shape", "5,8,8")  # 3 channels
     assert code == 1 and len(err.strip().splitlines()) == 1 and "does not run" in err
+
+
+def test_an_untraceable_model_is_one_line_pointing_to_the_spec():
+    """torchvision's EfficientNet-B0 (stochastic depth) is not traced yet; the error is one
+    line naming the model, the operation and weightlab_feature_spec (before: several lines of
+    torch.fx node dumps appended)."""
+    import pytest
+    import torchvision
+    from weightlab.errors import WeightlabError
+    from weightlab.graph import trace
+
+    net = torchvision.models.efficientnet_b0(weights=None).eval()
+    with pytest.raises(WeightlabError) as e:
+        trace(net, torch.zeros(1, 3, 64, 64))
+    msg = str(e.value)
+    assert len(msg.splitlines()) == 1 and msg.startswith("EfficientNet: ")
+    assert "stochastic_depth" in msg and "weightlab_feature_spec" in msg

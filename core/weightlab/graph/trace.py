@@ -62,6 +62,12 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> FeatureGraph:
     try:
         with torch.no_grad():
             builder.run(x)
+    except WeightlabError as e:
+        # an unsupported operation: torch.fx appends "While executing %node …" lines to the
+        # message; keep the one line that says what and where
+        first = str(e).strip().splitlines()[0]
+        raise WeightlabError(first if first.startswith(where) else f"{where}: {first}") \
+            from None
     except (RuntimeError, ValueError, TypeError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise WeightlabError(f"{where}: the example input of shape {list(x.shape)} does not "
