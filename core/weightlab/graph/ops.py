@@ -13,13 +13,14 @@ from torch import nn
 from weightlab.models.layers import ChannelLayerNorm
 
 ACT_MODULES = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.Sigmoid, nn.Tanh,
-               nn.Hardswish, nn.Hardtanh, nn.Softplus, nn.Mish, nn.PReLU)
+               nn.Hardswish, nn.Hardsigmoid, nn.Hardtanh, nn.Softplus, nn.Mish, nn.PReLU)
 CARRY_MODULES = (nn.Identity, nn.modules.dropout._DropoutNd, nn.modules.pooling._MaxPoolNd,
                  nn.modules.pooling._AvgPoolNd, nn.modules.pooling._AdaptiveAvgPoolNd,
                  nn.modules.pooling._AdaptiveMaxPoolNd)
 NORM_MODULES = (nn.modules.batchnorm._NormBase, ChannelLayerNorm, nn.LayerNorm, nn.GroupNorm)
 ACT_FNS = {F.relu, torch.relu, F.relu6, F.leaky_relu, F.elu, F.gelu, F.silu, F.hardswish,
-           F.hardtanh, F.softplus, F.mish, torch.sigmoid, torch.tanh, F.sigmoid, F.tanh}
+           F.hardsigmoid, F.hardtanh, F.softplus, F.mish, torch.sigmoid, torch.tanh, F.sigmoid,
+           F.tanh}
 ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
 CARRY_FNS = {F.dropout, F.dropout2d, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
              F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.clamp,
@@ -30,6 +31,10 @@ ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, opera
                operator.isub, operator.imul, operator.neg, torch.add, torch.sub, torch.mul,
                torch.div}
 ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+# by name, so that listing never imports torchvision: stochastic depth / drop path scale whole
+# samples (identity in eval mode), which commutes with permuting channels
+CARRY_FN_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth",
+                  "timm.layers.drop.drop_path"}
 RESHAPE = {torch.flatten, torch.reshape}
 RESHAPE_METHODS = {"flatten", "view", "reshape"}
 REDUCE = {torch.mean, torch.sum, torch.amax}

@@ -186,7 +186,8 @@ class _Builder(fx.Interpreter):
             if first.repeat == 1:
                 self.points.append((first.space, n))
             return first
-        if fn in ops.CARRY_FNS or (is_method and fn in ops.CARRY_METHODS):
+        if fn in ops.CARRY_FNS or (is_method and fn in ops.CARRY_METHODS) or \
+                ops.op_name(n) in ops.CARRY_FN_NAMES:
             self.carry_check(n, tagged, out)
             return first
         if fn in ops.ELEMENTWISE or (is_method and fn in ops.ELEMENTWISE_METHODS):

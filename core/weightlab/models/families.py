@@ -154,6 +154,9 @@ TORCHVISION_CLASSIFIERS = (
     "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
     "resnext50_32x4d", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
     "vgg19_bn", "alexnet", "mobilenet_v2", "densenet121", "squeezenet1_0",
+    # squeeze-excitation gates, stochastic depth: traced exactly (weightlab graph --check)
+    "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small", "mobilenet_v3_large",
+    "regnet_y_400mf", "regnet_x_400mf", "googlenet", "inception_v3",
 )
 
 
