@@ -74,19 +74,19 @@ def test_a_trace_on_the_wrong_input_shape_is_one_line(cli):
 
 
 def test_an_untraceable_model_is_one_line_pointing_to_the_spec():
-    """torchvision's ConvNeXt-T (channels-last LayerNorm through torch.permute) is not traced
-    yet; the error is one line naming the model, the operation and weightlab_feature_spec
+    """torchvision's ViT-B/16 (patch tokens: a reshape that mixes channels and positions) is not
+    traced yet; the error is one line naming the model, the operation and what is supported
     (before: several lines of torch.fx node dumps appended)."""
     import torchvision
     from weightlab.errors import WeightlabError
     from weightlab.graph import trace
 
-    net = torchvision.models.convnext_tiny(weights=None).eval()
+    net = torchvision.models.vit_b_16(weights=None, image_size=32).eval()
     with pytest.raises(WeightlabError) as e:
-        trace(net, torch.zeros(1, 3, 64, 64))
+        trace(net, torch.zeros(1, 3, 32, 32))
     msg = str(e.value)
-    assert len(msg.splitlines()) == 1 and msg.startswith("ConvNeXt: ")
-    assert "torch.permute" in msg and "weightlab_feature_spec" in msg
+    assert len(msg.splitlines()) == 1 and msg.startswith("VisionTransformer: ")
+    assert "reshape" in msg and "mixes channels" in msg
 
 
 
@@ -101,3 +101,18 @@ def test_squeeze_excitation_and_stochastic_depth_models_are_invariant(name, cli)
     res = cli.json("graph", name, "--check", "--input-shape", "3,96,96")
     assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
     assert res["free_spaces"] >= 20
+
+
+def test_convnext_channels_last_blocks_are_traced_and_invariant(cli):
+    """ConvNeXt-T: depthwise conv, permute to channels-last, LayerNorm over C, pointwise
+    linears (a hidden space of 4C), GELU, permute back, layer scale (C, 1, 1), stochastic depth,
+    residual; LayerNorm2d between stages. 22 free spaces (4 residual streams, 18 block hidden
+    spaces), only input and logits fixed; a random permutation changes the outputs by 2.3e-15
+    relative (float64, 64×64 inputs). Before: "unsupported operation torch.permute"."""
+    res = cli.json("graph", "convnext_tiny", "--check", "--input-shape", "3,64,64")
+    assert res["free_spaces"] == 22
+    assert {s["reason"] for s in res["spaces"] if not s["free"]} == {"input", "logits"}
+    assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
+    hidden = [s for s in res["spaces"] if any(p.startswith("features.1.") and
+                                              p.endswith(".block.3") for p in s["producers"])]
+    assert len(hidden) == 3 and all(s["free"] and s["size"] == 4 * 96 for s in hidden)

@@ -41,13 +41,21 @@ REDUCE = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax"}
 
 
-def equivariant(mod: nn.Module, c: int, ndim: int) -> bool:
+# nn.LayerNorm subclasses that normalize an NCHW map over its channels at each pixel
+# (torchvision's and timm's ConvNeXt LayerNorm2d)
+CHANNEL_LAYER_NORMS = {"LayerNorm2d"}
+
+
+def equivariant(mod: nn.Module, c: int, ndim: int, last: bool = False) -> bool:
     """Does the norm commute with permuting channels? BatchNorm and per-pixel LayerNorm do;
-    GroupNorm only with 1 or C groups; nn.LayerNorm only over exactly the channel axis."""
+    GroupNorm only with 1 or C groups; nn.LayerNorm only over exactly the channel axis (the
+    last one: (N, C) features or a channels-last map)."""
     if isinstance(mod, nn.GroupNorm):
         return mod.num_groups in (1, c)
     if isinstance(mod, nn.LayerNorm):
-        return tuple(mod.normalized_shape) == (c,) and ndim == 2
+        if type(mod).__name__ in CHANNEL_LAYER_NORMS:  # per-pixel over the channels, NCHW
+            return tuple(mod.normalized_shape) == (c,) and not last
+        return tuple(mod.normalized_shape) == (c,) and (ndim == 2 or last)
     return True
 
 

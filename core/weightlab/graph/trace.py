@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 import torch.fx as fx
+import torch.nn.functional as F
 from torch import nn
 
 from weightlab.errors import WeightlabError
@@ -27,6 +28,10 @@ from weightlab.graph.spaces import Entry, FeatureGraph, Layer, Space
 class _Tag:
     space: int
     repeat: int = 1
+    last: bool = False  # channels on the last axis (channels-last: N, H, W, C), not axis 1
+
+    def dim(self, ndim: int) -> int:
+        return ndim - 1 if self.last else 1
 
 
 class _Tracer(fx.Tracer):
@@ -183,9 +188,13 @@ class _Builder(fx.Interpreter):
         first = tagged[0][1]
         if (fn in ops.ACT_FNS) or (is_method and fn in ops.ACT_METHODS):
             self.carry_check(n, tagged, out)
-            if first.repeat == 1:
+            if first.repeat == 1 and not first.last:  # feature readers read axis 1
                 self.points.append((first.space, n))
             return first
+        if fn in (torch.permute,) or (is_method and fn == "permute"):
+            return self.permute(n, tagged[0], out)
+        if fn is F.layer_norm:
+            return self.layer_norm(n, tagged[0], out)
         if fn in ops.CARRY_FNS or (is_method and fn in ops.CARRY_METHODS) or \
                 ops.op_name(n) in ops.CARRY_FN_NAMES:
             self.carry_check(n, tagged, out)
@@ -208,7 +217,8 @@ class _Builder(fx.Interpreter):
 
     def carry_check(self, n: fx.Node, tagged, out) -> None:
         t = tagged[0][1]
-        if out.dim() < 2 or out.shape[1] != self.size[self.find(t.space)] * t.repeat:
+        if out.dim() < 2 or out.shape[t.dim(out.dim())] != self.size[self.find(t.space)] \
+                * t.repeat:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) changes the channel axis of its "
                                  f"input")
 
@@ -216,6 +226,9 @@ class _Builder(fx.Interpreter):
         t0 = tagged[0][1]
         space = t0.space
         for _, t in tagged[1:]:
+            if t.last != t0.last:
+                raise WeightlabError(f"{n.name} ({ops.op_name(n)}) combines channels-first and "
+                                     f"channels-last features")
             if t.repeat != t0.repeat:
                 raise WeightlabError(f"{n.name} ({ops.op_name(n)}) mixes flattened and unflattened "
                                      f"features")
@@ -226,8 +239,10 @@ class _Builder(fx.Interpreter):
                 p = a.meta["wl_shape"]
                 if p is None or ops.numel(p) == 1:
                     continue
-                axis = len(p) - (out.dim() - 1)
-                if axis < 0 or p[axis] != out.shape[1] or ops.numel(p) != p[axis] \
+                # the parameter's axis that broadcasts against the channel axis
+                axis = len(p) - 1 if t0.last else len(p) - (out.dim() - 1)
+                c_dim = t0.dim(out.dim())
+                if axis < 0 or p[axis] != out.shape[c_dim] or ops.numel(p) != p[axis] \
                         or t0.repeat != 1:
                     raise WeightlabError(f"{n.name} ({ops.op_name(n)}): parameter {key} of shape "
                                          f"{list(p)} does not broadcast per channel")
@@ -236,14 +251,47 @@ class _Builder(fx.Interpreter):
                     and ops.numel(a.meta["wl_shape"]) > 1:
                 raise WeightlabError(f"{n.name} ({ops.op_name(n)}) combines features with a "
                                      f"computed tensor of shape {list(a.meta['wl_shape'])}")
-        self.carry_check(n, [(None, _Tag(space, t0.repeat))], out)
-        return _Tag(space, t0.repeat)
+        self.carry_check(n, [(None, _Tag(space, t0.repeat, t0.last))], out)
+        return _Tag(space, t0.repeat, t0.last)
+
+    def permute(self, n: fx.Node, arg, out):
+        """Moving the channel axis between position 1 and the last (channels-last layers:
+        ConvNeXt's LayerNorm and pointwise linears); other axes may move freely."""
+        node, t = arg
+        ndim = out.dim()
+        dims = n.args[1:] if len(n.args) > 1 else n.kwargs.get("dims")
+        if len(dims) == 1 and isinstance(dims[0], (list, tuple)):
+            dims = dims[0]
+        dims = [int(d) % ndim for d in dims]
+        new = dims.index(t.dim(ndim))  # where the channel axis goes
+        if t.repeat != 1 or new not in (1, ndim - 1) or dims[0] != 0:
+            raise WeightlabError(f"{n.name} ({ops.op_name(n)}) moves the channel axis of a "
+                                 f"{list(node.meta['wl_shape'])} tensor to position {new}")
+        return _Tag(t.space, 1, new == ndim - 1 and ndim > 2)
+
+    def layer_norm(self, n: fx.Node, arg, out):
+        """F.layer_norm over exactly the channel axis (channels-last, or (N, C)): per-position
+        normalization that commutes with permuting channels; γ and β are entries."""
+        node, t = arg
+        shape = n.args[1] if len(n.args) > 1 else n.kwargs.get("normalized_shape")
+        c = self.size[self.find(t.space)]
+        if t.repeat != 1 or list(shape) != [c] or not (t.last or out.dim() == 2):
+            raise WeightlabError(f"{n.name} (layer_norm) normalizes over {list(shape)} on a "
+                                 f"{list(out.shape)} tensor, not over its channels")
+        for a in list(n.args[2:4]) + [n.kwargs.get("weight"), n.kwargs.get("bias")]:
+            key = self.tags.get(a) if isinstance(a, fx.Node) else None
+            if isinstance(key, str):
+                self.entry(key, 0, t.space, n)
+        return t
 
     def reshape(self, n: fx.Node, arg, out):
         node, t = arg
         x = node.meta["wl_shape"]
         if tuple(out.shape) == x:
             return t
+        if t.last:
+            raise WeightlabError(f"{n.name} ({ops.op_name(n)}) reshapes a channels-last "
+                                 f"{list(x)} tensor to {list(out.shape)}")
         if len(x) >= 2 and out.dim() == 2 and out.shape[0] == x[0] and out.shape[1] == ops.numel(
                 x[1:]):  # flatten: channel c owns columns c·HW … c·HW + HW − 1
             return _Tag(t.space, t.repeat * ops.numel(x[2:]))
@@ -272,7 +320,7 @@ class _Builder(fx.Interpreter):
             self.carry_check(n, tagged, out)
             space = self.find(t.space)
             c = self.size[space]
-            if t.repeat != 1 or not ops.equivariant(mod, c, out.dim()):
+            if t.repeat != 1 or not ops.equivariant(mod, c, out.dim(), t.last):
                 self.fix(space, f"{type(mod).__name__} {name} mixes channels")
             for pname, tensor in list(mod.named_parameters(recurse=False)) + list(
                     mod.named_buffers(recurse=False)):
@@ -284,7 +332,7 @@ class _Builder(fx.Interpreter):
             self.carry_check(n, tagged, out)
             if isinstance(mod, nn.PReLU) and mod.weight.numel() > 1:
                 self.entry(f"{name}.weight", 0, t.space, n)
-            if t.repeat == 1:
+            if t.repeat == 1 and not t.last:
                 self.points.append((t.space, n))
             return t
         if isinstance(mod, ops.CARRY_MODULES):
@@ -300,22 +348,24 @@ class _Builder(fx.Interpreter):
         conv = isinstance(mod, nn.modules.conv._ConvNd)
         if isinstance(mod, nn.modules.conv._ConvTransposeNd):
             raise WeightlabError(f"unsupported module {name} (transposed convolution)")
-        if (conv and t.repeat != 1) or (not conv and len(node.meta["wl_shape"]) != 2):
+        if (conv and (t.repeat != 1 or t.last)) or (
+                not conv and len(node.meta["wl_shape"]) != 2 and not t.last):
             raise WeightlabError(f"{name} ({type(mod).__name__}) applied to an input of shape "
                                  f"{list(node.meta['wl_shape'])}; expected (N, C, …) for a "
-                                 f"conv or (N, features) for a linear layer")
+                                 f"conv or (N, …, features) for a linear layer")
         w, b = f"{name}.weight", f"{name}.bias" if mod.bias is not None else None
         groups = getattr(mod, "groups", 1)
         if groups > 1 and groups == mod.in_channels == mod.out_channels:
             s_out = t.space  # depthwise: output channel c is computed from input channel c
         else:
-            s_out = self.new(out.shape[1])
+            s_out = self.new(out.shape[-1] if not conv else out.shape[1])
             if groups > 1:  # channels may move only within groups: keep both sides fixed
                 self.fix(t.space, f"grouped conv {name}")
                 self.fix(s_out, f"grouped conv {name}")
             else:
                 self.entry(w, 1, t.space, n, t.repeat)
-            self.fallback.append((t.space, node))
+            if not t.last:  # feature readers read axis 1
+                self.fallback.append((t.space, node))
         self.entry(w, 0, s_out, n)
         if b is not None:
             self.entry(b, 0, s_out, n)
@@ -323,7 +373,8 @@ class _Builder(fx.Interpreter):
         self.layers.append((Layer(name, "conv" if conv else "linear", w, b, -1, -1, t.repeat,
                                   tuple(node.meta["wl_shape"][1:]), tuple(out.shape[1:])),
                             t.space, s_out))
-        return _Tag(s_out)
+        # a linear layer on channels-last features (N, …, C) keeps them channels-last
+        return _Tag(s_out, 1, not conv and out.dim() > 2)
 
     def run(self, x):  # record every value's shape for the rules
         for n in self.module.graph.nodes:

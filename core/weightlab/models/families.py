@@ -157,6 +157,8 @@ TORCHVISION_CLASSIFIERS = (
     # squeeze-excitation gates, stochastic depth: traced exactly (weightlab graph --check)
     "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small", "mobilenet_v3_large",
     "regnet_y_400mf", "regnet_x_400mf", "googlenet", "inception_v3",
+    # channels-last LayerNorm and pointwise linears, layer scale
+    "convnext_tiny", "convnext_small",
 )
 
 
