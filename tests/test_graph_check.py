@@ -116,3 +116,29 @@ def test_convnext_channels_last_blocks_are_traced_and_invariant(cli):
     hidden = [s for s in res["spaces"] if any(p.startswith("features.1.") and
                                               p.endswith(".block.3") for p in s["producers"])]
     assert len(hidden) == 3 and all(s["free"] and s["size"] == 4 * 96 for s in hidden)
+
+
+def test_activation_matching_reads_channels_last_features():
+    """ConvNeXt-T (10 classes, random init) and a copy with a planted random permutation of all
+    22 free spaces: activation matching on 256 random 32×32 inputs recovers every permutation,
+    the 18 channels-last hidden spaces included (their features are read with the channel axis
+    moved to 1; before, they had no feature point)."""
+    import torchvision
+    from weightlab import plugins
+    from weightlab.alignment import permute_model, random_permutation
+    from weightlab.graph import trace
+
+    torch.manual_seed(0)
+    a = torchvision.models.convnext_tiny(weights=None, num_classes=10).eval()
+    g = trace(a, torch.randn(2, 3, 32, 32))
+    assert all(s.feature_points for s in g.free_spaces())
+    assert sum(p.endswith("@last") for s in g.free_spaces() for p in s.feature_points) >= 18
+    known = random_permutation(g, torch.Generator().manual_seed(3))
+    b = permute_model(a, g, known)
+    gen = torch.Generator().manual_seed(4)
+    data = [(torch.randn(64, 3, 32, 32, generator=gen), torch.zeros(64, dtype=torch.long))
+            for _ in range(4)]
+    found = plugins.registry().create("matchers", "activation", {"samples": 256}).match(
+        g, a, b, data)
+    inverse = known.inverse()
+    assert all(torch.equal(found.perms[s], inverse.perms[s]) for s in inverse.perms)

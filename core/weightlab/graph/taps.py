@@ -35,12 +35,15 @@ def feature_reader(model: nn.Module, graph: FeatureGraph, points: Sequence[str])
             calls.setdefault(n.target, []).append(n)
     taps = {}
     for p in points:
-        node = calls[p][0] if len(calls.get(p, ())) == 1 else by_name.get(p)
+        name, _, layout = p.partition("@")  # "@last": a channels-last value (N, …, C)
+        node = calls[name][0] if len(calls.get(name, ())) == 1 else by_name.get(name)
         if node is None:
             raise WeightlabError(f"feature point {p!r} is neither a module called once nor a "
                                  f"node of the traced graph")
         with g.inserting_after(node):
-            taps[p] = g.call_method("clone", (node,))
+            src = g.call_method("movedim", (node, -1, 1)) if layout == "last" else node
+        with g.inserting_after(src):
+            taps[p] = g.call_method("clone", (src,))
     g.output((out_value, taps))
     gm = fx.GraphModule(model, g)
     return gm.forward

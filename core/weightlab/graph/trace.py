@@ -188,7 +188,7 @@ class _Builder(fx.Interpreter):
         first = tagged[0][1]
         if (fn in ops.ACT_FNS) or (is_method and fn in ops.ACT_METHODS):
             self.carry_check(n, tagged, out)
-            if first.repeat == 1 and not first.last:  # feature readers read axis 1
+            if first.repeat == 1:
                 self.points.append((first.space, n))
             return first
         if fn in (torch.permute,) or (is_method and fn == "permute"):
@@ -332,7 +332,7 @@ class _Builder(fx.Interpreter):
             self.carry_check(n, tagged, out)
             if isinstance(mod, nn.PReLU) and mod.weight.numel() > 1:
                 self.entry(f"{name}.weight", 0, t.space, n)
-            if t.repeat == 1 and not t.last:
+            if t.repeat == 1:
                 self.points.append((t.space, n))
             return t
         if isinstance(mod, ops.CARRY_MODULES):
@@ -364,8 +364,7 @@ class _Builder(fx.Interpreter):
                 self.fix(s_out, f"grouped conv {name}")
             else:
                 self.entry(w, 1, t.space, n, t.repeat)
-            if not t.last:  # feature readers read axis 1
-                self.fallback.append((t.space, node))
+            self.fallback.append((t.space, node))
         self.entry(w, 0, s_out, n)
         if b is not None:
             self.entry(b, 0, s_out, n)
@@ -416,9 +415,13 @@ class _Builder(fx.Interpreter):
         return FeatureGraph(spaces, list(range(len(roots))), layers, fx_graph)
 
     def point_name(self, node: fx.Node) -> str:
+        """A module called once, else the fx node; ``@last`` when the value is channels-last
+        (the reader moves its channels to axis 1)."""
+        t = self.tag_of(node)
+        last = "@last" if t is not None and t.last else ""
         if node.op == "call_module" and self.calls.get(node.target) == 1:
-            return node.target
-        return node.name
+            return node.target + last
+        return node.name + last
 
 
 def _add(items: list[str], name: str) -> None:
