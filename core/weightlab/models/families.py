@@ -8,10 +8,10 @@ from dataclasses import dataclass
 
 from weightlab.components import Model
 from weightlab.errors import UsageError
-from weightlab.models.init import INIT_HELP, check_spec
+from weightlab.models.init import INIT_HELP, parse_spec
 from weightlab.params import param
 
-_INIT = param("default", INIT_HELP, check=check_spec)
+_INIT = param("default", INIT_HELP, check=parse_spec)  # raises ValueError on a bad spec
 
 
 def blocks_per_stage(depth: int) -> int:

@@ -71,10 +71,6 @@ def parse_spec(spec: str) -> tuple[str, dict[str, Any]]:
     return name, values
 
 
-def check_spec(spec: str) -> None:
-    parse_spec(spec)
-
-
 def initialize(model: nn.Module, scheme: str) -> nn.Module:
     name, p = parse_spec(scheme)
     if name == "default":
