@@ -44,9 +44,9 @@ def reference_weight_matching(graph, state_a, state_b, max_iter=100, seed=0, tol
             score = np.zeros((space.size, space.size))
             for e in space.entries:
                 w_b = b[e.key]
-                for ax, (t, r) in axes[e.key].items():
-                    if ax != e.axis:
-                        w_b = np.take(w_b, _blocks(perms[t], r), axis=ax)
+                for t, other in axes[e.key]:
+                    if other.axis != e.axis:
+                        w_b = np.take(w_b, _blocks(perms[t], other.repeat), axis=other.axis)
                 rows_a = np.moveaxis(a[e.key], e.axis, 0).reshape(space.size, -1)
                 rows_b = np.moveaxis(w_b, e.axis, 0).reshape(space.size, -1)
                 score += rows_a @ rows_b.T

@@ -73,23 +73,6 @@ def test_a_trace_on_the_wrong_input_shape_is_one_line(cli):
     assert code == 1 and len(err.strip().splitlines()) == 1 and "does not run" in err
 
 
-def test_an_untraceable_model_is_one_line_pointing_to_the_spec():
-    """torchvision's ViT-B/16 (patch tokens: a reshape that mixes channels and positions) is not
-    traced yet; the error is one line naming the model, the operation and what is supported
-    (before: several lines of torch.fx node dumps appended)."""
-    import torchvision
-    from weightlab.errors import WeightlabError
-    from weightlab.graph import trace
-
-    net = torchvision.models.vit_b_16(weights=None, image_size=32).eval()
-    with pytest.raises(WeightlabError) as e:
-        trace(net, torch.zeros(1, 3, 32, 32))
-    msg = str(e.value)
-    assert len(msg.splitlines()) == 1 and msg.startswith("VisionTransformer: ")
-    assert "reshape" in msg and "mixes channels" in msg
-
-
-
 @pytest.mark.parametrize("name", ["efficientnet_b0", "mobilenet_v3_small", "regnet_y_400mf",
                                   "efficientnet_v2_s"])
 def test_squeeze_excitation_and_stochastic_depth_models_are_invariant(name, cli):

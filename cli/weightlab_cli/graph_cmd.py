@@ -31,7 +31,7 @@ def graph(
     else:
         table(f"channel spaces of {target} at {'×'.join(map(str, res['input_shape']))}",
               ["space", "size", "free", "produced by", "norms", "tensor axes"],
-              [[s["id"], s["size"], "free" if s["free"] else f"fixed ({s['reason']})",
+              [[s["id"], _size(s), "free" if s["free"] else f"fixed ({s['reason']})",
                 _few(s["producers"]), _few(s["norms"]), s["entries"]] for s in res["spaces"]])
         info(f"{res['free_spaces']} free of {len(res['spaces'])} spaces, {res['layers']} "
              f"conv/linear layers")
@@ -43,6 +43,14 @@ def graph(
                  f"(relative {c['relative']:.1e}, tolerance {c['tolerance']:g}): {verdict}")
     if check and not res["check"]["invariant"]:
         raise typer.Exit(1)
+
+
+def _size(s: dict) -> str:
+    """768, or for attention "768 = 12 heads (tied to 5)"."""
+    if s.get("heads", 1) <= 1:
+        return str(s["size"])
+    return f"{s['size']} = {s['heads']} heads" + (f" (tied to {s['tie']})"
+                                                  if s.get("tie") is not None else "")
 
 
 def _few(names: list[str], n: int = 3) -> str:

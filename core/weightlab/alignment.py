@@ -20,6 +20,7 @@ import torch
 
 from weightlab.errors import WeightlabError
 from weightlab.graph.spaces import FeatureGraph
+from weightlab.matching.assignment import block_permutation
 
 FORMAT = 1
 
@@ -103,7 +104,9 @@ class Alignment:
               ) -> dict[str, torch.Tensor]:
         """A new state dict with every entry of every aligned space transformed (tensors no
         space touches are shared with ``state``)."""
-        out = dict(state)
+        out = type(state)(state) if isinstance(state, dict) else dict(state)
+        if hasattr(state, "_metadata"):  # module versions (MNASNet checks its own on load)
+            out._metadata = state._metadata
         consumer = graph.input_entries()
         for sid in list(self.perms) + list(self.merges):
             space = graph.spaces.get(sid)
@@ -117,11 +120,17 @@ class Alignment:
                     if len(perm) != space.size:
                         raise WeightlabError(f"space {sid}: permutation of {len(perm)} "
                                              f"channels for a space of {space.size}")
-                    out[e.key] = permute_axis(w, e.axis, perm, e.repeat)
+                    if e.per_group:  # one index per head: the heads' permutation
+                        perm = block_permutation(perm, space.groups, f"space {sid}")
+                    out[e.key] = permute_axis(w, e.axis, perm, e.repeat, e.offset)
                 else:
+                    if e.per_group or space.groups > 1:
+                        raise WeightlabError(f"space {sid} has {space.groups} attention heads; "
+                                             f"merge matrices for head spaces are not supported "
+                                             f"(align it with a permutation)")
                     m, u = self.merges[sid]
                     t = u.T if (e.key, e.axis) in consumer else m
-                    out[e.key] = transform_axis(w, e.axis, t, e.repeat)
+                    out[e.key] = transform_axis(w, e.axis, t, e.repeat, e.offset)
         return out
 
     # ---- saving -------------------------------------------------------------------------
@@ -148,19 +157,30 @@ class Alignment:
         return out
 
 
-def permute_axis(w: torch.Tensor, axis: int, perm: torch.Tensor, repeat: int = 1
-                 ) -> torch.Tensor:
+def permute_axis(w: torch.Tensor, axis: int, perm: torch.Tensor, repeat: int = 1,
+                 offset: int = 0) -> torch.Tensor:
     """w with its channels along ``axis`` reordered by ``perm``; with ``repeat`` r each
-    channel is a block of r consecutive indices, moved as a block."""
+    channel is a block of r consecutive indices, moved as a block. In a packed tensor the
+    channels start at ``offset`` and the rest of the axis stays in place."""
     perm = perm.to(w.device)
     if repeat > 1:
         perm = (perm[:, None] * repeat + torch.arange(repeat, device=w.device)).reshape(-1)
+    if offset or len(perm) != w.shape[axis]:
+        full = torch.arange(w.shape[axis], device=w.device)
+        full[offset:offset + len(perm)] = perm + offset
+        perm = full
     return w.index_select(axis, perm)
 
 
-def transform_axis(w: torch.Tensor, axis: int, t: torch.Tensor, repeat: int = 1
-                   ) -> torch.Tensor:
-    """w' with w'[.., i, ..] = Σ_j t[i, j] w[.., j, ..] along ``axis`` (blockwise for repeat)."""
+def transform_axis(w: torch.Tensor, axis: int, t: torch.Tensor, repeat: int = 1,
+                   offset: int = 0) -> torch.Tensor:
+    """w' with w'[.., i, ..] = Σ_j t[i, j] w[.., j, ..] along ``axis`` (blockwise for repeat;
+    in a packed tensor only the t.shape[1]·repeat indices from ``offset`` on)."""
+    n = t.shape[1] * repeat
+    if offset or n != w.shape[axis]:
+        parts = w.split([offset, n, w.shape[axis] - offset - n], dim=axis)
+        return torch.cat([parts[0], transform_axis(parts[1], axis, t, repeat), parts[2]],
+                         dim=axis)
     rows = w.movedim(axis, 0)
     shape = rows.shape
     mat = rows.reshape(shape[0] // repeat, -1)
@@ -174,9 +194,20 @@ def identity(graph: FeatureGraph) -> Alignment:
 
 def random_permutation(graph: FeatureGraph, generator: torch.Generator | None = None
                        ) -> Alignment:
-    """A uniformly random permutation of every free space (for tests)."""
-    return Alignment({s.id: torch.randperm(s.size, generator=generator)
-                      for s in graph.free_spaces()})
+    """A uniformly random permutation of every free space (for tests). Head spaces get a
+    random head permutation (shared by tied spaces) and random permutations within heads."""
+    out = Alignment()
+    for unit in graph.units():
+        groups = unit[0].groups
+        if groups <= 1 and len(unit) == 1:
+            out.perms[unit[0].id] = torch.randperm(unit[0].size, generator=generator)
+            continue
+        tau = torch.randperm(groups, generator=generator)
+        for s in unit:
+            d = s.size // groups
+            out.perms[s.id] = torch.cat([tau[g] * d + torch.randperm(d, generator=generator)
+                                         for g in range(groups)])
+    return out
 
 
 def permute_model(model: torch.nn.Module, graph: FeatureGraph, alignment: Alignment

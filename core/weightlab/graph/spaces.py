@@ -18,11 +18,22 @@ from weightlab.errors import WeightlabError
 class Entry(NamedTuple):
     """Axis ``axis`` of state-dict tensor ``key`` lives in a space. ``repeat`` > 1 where a
     flatten expanded each channel into ``repeat`` consecutive columns (C×H×W inputs of a
-    linear layer): channel c owns indices c·repeat … c·repeat + repeat − 1 of that axis."""
+    linear layer): channel c owns indices c·repeat … c·repeat + repeat − 1 of that axis.
+
+    ``offset``: the space occupies indices offset … offset + size·repeat − 1 of the axis (a
+    packed tensor: attention's in_proj_weight holds Q, K and V rows at 0, E and 2E).
+    ``per_group``: the axis has one index per group of the space (a head), and moves with the
+    space's group permutation (relative position bias tables, one column per head)."""
 
     key: str
     axis: int
     repeat: int = 1
+    offset: int = 0
+    per_group: bool = False
+
+    def span(self, size: int, groups: int = 1) -> int:
+        """How many indices of the axis the entry covers in a space of ``size``."""
+        return (groups if self.per_group else size) * self.repeat
 
 
 @dataclass
@@ -39,6 +50,12 @@ class Space:
     - ``feature_points``: where post-activation features of this space can be read: a module
       name (a forward hook on it sees them) or, where the features are not the output of a
       module called once, the fx node name; :func:`weightlab.graph.feature_reader` reads both.
+    - ``groups``: attention heads. The space is ``groups`` contiguous blocks of size/groups
+      channels (one per head); a permutation must map blocks onto blocks: a head moves as a
+      whole to another head's place, and channels move within their head.
+    - ``tie``: another grouped space whose block (head) permutation must be the same: the
+      query·key space of an attention and its value·output space (head h's scores weigh head
+      h's values).
     """
 
     id: int
@@ -49,11 +66,14 @@ class Space:
     norms: list[str] = field(default_factory=list)
     feature_points: list[str] = field(default_factory=list)
     reason: str = ""
+    groups: int = 1
+    tie: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {"id": self.id, "size": self.size, "fixed": self.fixed, "reason": self.reason,
                 "entries": [list(e) for e in self.entries], "producers": self.producers,
-                "norms": self.norms, "feature_points": self.feature_points}
+                "norms": self.norms, "feature_points": self.feature_points,
+                "groups": self.groups, "tie": self.tie}
 
 
 @dataclass
@@ -93,15 +113,32 @@ class FeatureGraph:
     def free_spaces(self) -> list[Space]:
         return [self.spaces[i] for i in self.order if not self.spaces[i].fixed]
 
-    def param_axes(self, free_only: bool = True) -> dict[str, dict[int, tuple[int, int]]]:
-        """key → {axis: (space id, repeat)} over the (free) spaces' entries."""
-        out: dict[str, dict[int, tuple[int, int]]] = {}
+    def param_axes(self, free_only: bool = True) -> dict[str, list[tuple[int, Entry]]]:
+        """key → [(space id, entry), …] over the (free) spaces' entries."""
+        out: dict[str, list[tuple[int, Entry]]] = {}
         for i in self.order:
             s = self.spaces[i]
             if free_only and s.fixed:
                 continue
             for e in s.entries:
-                out.setdefault(e.key, {})[e.axis] = (s.id, e.repeat)
+                out.setdefault(e.key, []).append((s.id, e))
+        return out
+
+    def units(self) -> list[list[Space]]:
+        """The free spaces grouped by ``tie`` (spaces that must share a head permutation are
+        matched together), in order."""
+        out: list[list[Space]] = []
+        seen: set[int] = set()
+        for s in self.free_spaces():
+            if s.id in seen:
+                continue
+            unit, t = [s], s.tie
+            seen.add(s.id)
+            while t is not None and t not in seen and not self.spaces[t].fixed:
+                unit.append(self.spaces[t])
+                seen.add(t)
+                t = self.spaces[t].tie
+            out.append(unit)
         return out
 
     def input_entries(self) -> set[tuple[str, int]]:
@@ -111,18 +148,30 @@ class FeatureGraph:
                 if layer.in_space != layer.out_space}
 
     def check(self, state: dict[str, Any], where: str = "model") -> FeatureGraph:
-        """Every entry names an existing tensor whose axis has size × repeat elements."""
+        """Every entry names an existing tensor whose axis has size × repeat elements (or
+        holds them from ``offset`` on, for packed tensors); groups divide their space."""
+        packed = {(e.key, e.axis) for s in self.spaces.values() for e in s.entries
+                  if len(e) > 3 and (e[3] or (len(e) > 4 and e[4]))}
         for s in self.spaces.values():
             s.entries = [Entry(*e) for e in s.entries]  # hand-written specs may use tuples
+            if s.groups < 1 or s.size % s.groups:
+                raise WeightlabError(f"{where}: feature space {s.id} of {s.size} channels "
+                                     f"cannot form {s.groups} equal groups (heads)")
             for e in s.entries:
                 if e.key not in state:
                     raise WeightlabError(f"{where}: feature space {s.id} names tensor "
                                          f"{e.key!r}, which the state dict does not have")
                 shape = tuple(state[e.key].shape)
-                if e.axis >= len(shape) or shape[e.axis] != s.size * e.repeat:
+                n = e.span(s.size, s.groups)
+                ok = e.axis < len(shape) and (
+                    e.offset + n <= shape[e.axis] if (e.key, e.axis) in packed
+                    else shape[e.axis] == n)
+                if not ok:
                     raise WeightlabError(
                         f"{where}: feature space {s.id} expects {e.key} axis {e.axis} to have "
-                        f"{s.size}×{e.repeat} elements; the tensor has shape {list(shape)}")
+                        f"{n // e.repeat}×{e.repeat} elements"
+                        f"{f' from index {e.offset} on' if e.offset else ''}; the tensor has "
+                        f"shape {list(shape)}")
         return self
 
     def to_dict(self) -> dict[str, Any]:
@@ -137,7 +186,8 @@ class FeatureGraph:
         for s in spaces:
             s.entries = [Entry(*e) for e in s.entries]
             for e in s.entries:
-                by_key[(e.key, e.axis)] = (s.id, e.repeat)
+                if not e.offset and not e.per_group:
+                    by_key[(e.key, e.axis)] = (s.id, e.repeat)
         layers = []
         if model is not None:
             from torch import nn

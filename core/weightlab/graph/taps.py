@@ -40,6 +40,9 @@ def feature_reader(model: nn.Module, graph: FeatureGraph, points: Sequence[str])
         if node is None:
             raise WeightlabError(f"feature point {p!r} is neither a module called once nor a "
                                  f"node of the traced graph")
+        if layout in PROJECTIONS:  # attention's Q, K or V, computed from its inputs
+            node = _projection(g, model, node, name, layout)
+            layout = "last"
         with g.inserting_after(node):
             src = g.call_method("movedim", (node, -1, 1)) if layout == "last" else node
         with g.inserting_after(src):
@@ -47,6 +50,31 @@ def feature_reader(model: nn.Module, graph: FeatureGraph, points: Sequence[str])
     g.output((out_value, taps))
     gm = fx.GraphModule(model, g)
     return gm.forward
+
+
+PROJECTIONS = {"q": 0, "k": 1, "v": 2}
+
+
+def _projection(g: fx.Graph, model: nn.Module, node: fx.Node, name: str, which: str
+                ) -> fx.Node:
+    """Insert x W_ᵢᵀ + b_ᵢ (i = q, k or v) of ``nn.MultiheadAttention`` ``name`` before its
+    call, from the call's own query/key/value argument (channels last)."""
+    import torch.nn.functional as F
+
+    mod = model.get_submodule(name)
+    if not isinstance(mod, nn.MultiheadAttention):
+        raise WeightlabError(f"feature point {name}@{which}: {name} is not an attention module")
+    i = PROJECTIONS[which]
+    x = node.args[i] if len(node.args) > i else node.kwargs[("query", "key", "value")[i]]
+    e = mod.embed_dim
+    with g.inserting_before(node):
+        if mod._qkv_same_embed_dim:
+            w = g.call_method("narrow", (g.get_attr(f"{name}.in_proj_weight"), 0, i * e, e))
+        else:
+            w = g.get_attr(f"{name}.{which}_proj_weight")
+        b = None if mod.in_proj_bias is None else g.call_method(
+            "narrow", (g.get_attr(f"{name}.in_proj_bias"), 0, i * e, e))
+        return g.call_function(F.linear, (x, w, b))
 
 
 def _hook_reader(model: nn.Module, points: list[str]) -> Reader:

@@ -10,6 +10,7 @@ them too. The input and anything reaching the output are fixed.
 
 from __future__ import annotations
 
+import operator
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weightlab.errors import WeightlabError
-from weightlab.graph import ops
+from weightlab.graph import attention, ops
 from weightlab.graph.spaces import Entry, FeatureGraph, Layer, Space
 
 
@@ -71,6 +72,8 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> FeatureGraph:
         # an unsupported operation: torch.fx appends "While executing %node …" lines to the
         # message; keep the one line that says what and where
         first = str(e).strip().splitlines()[0]
+        if "weightlab_feature_spec" not in first:
+            first += "; define weightlab_feature_spec(self) on the model"
         raise WeightlabError(first if first.startswith(where) else f"{where}: {first}") \
             from None
     except (RuntimeError, ValueError, TypeError) as e:
@@ -104,10 +107,15 @@ class _Builder(fx.Interpreter):
         self.size: list[int] = []
         self.fixed: dict[int, str] = {}
         self.tags: dict[fx.Node, _Tag | str] = {}  # a str tag: a get_attr tensor's key
-        self.entries: dict[tuple[str, int], tuple[int, int]] = {}
+        self.entries: dict[tuple[str, int, int, bool], tuple[int, int]] = {}
+        self.param_shapes: dict[str, tuple[int, ...]] = {}  # get_attr key → its real shape
+        self.groups: dict[int, int] = {}  # raw space → attention heads
+        self.ties: list[tuple[int, int]] = []  # (query·key, value·output) spaces of a head
+        self.head_tags: dict[fx.Node, tuple[str, int]] = {}  # per-head bias → (table, axis)
         self.producers: list[tuple[int, str]] = []
         self.norms: list[tuple[int, str]] = []
         self.points: list[tuple[int, fx.Node]] = []
+        self.named_points: list[tuple[int, str]] = []  # attention's Q/K/V: "NAME@q" …
         self.fallback: list[tuple[int, fx.Node]] = []
         self.layers: list[tuple[Layer, int, int]] = []
         self.calls: dict[str, int] = {}
@@ -138,24 +146,44 @@ class _Builder(fx.Interpreter):
                 self.fixed.setdefault(a, self.fixed[b])
         return a
 
-    def entry(self, key: str, axis: int, space: int, node: fx.Node, repeat: int = 1) -> None:
-        old = self.entries.get((key, axis))
+    def entry(self, key: str, axis: int, space: int, node: fx.Node, repeat: int = 1,
+              offset: int = 0, per_group: bool = False) -> None:
+        old = self.entries.get((key, axis, offset, per_group))
         if old is not None:  # a shared module or parameter: its spaces are one
             if old[1] != repeat:
                 raise WeightlabError(f"{node.name}: {key} axis {axis} is used with different "
                                      f"flatten factors ({old[1]} and {repeat})")
             space = self.union(old[0], space, node)
-        self.entries[(key, axis)] = (space, repeat)
+        self.entries[(key, axis, offset, per_group)] = (space, repeat)
 
     def fix(self, space: int, reason: str) -> None:
         self.fixed.setdefault(self.find(space), reason)
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
-        tag = self.rule(n, out)
+        try:
+            tag = self.rule(n, out)
+        except WeightlabError:
+            tag = self.opaque(n, out)
+            if tag is None:
+                raise
         if tag is not None:
             self.tags[n] = tag
         return out
+
+    def opaque(self, n: fx.Node, out) -> _Tag | None:
+        """An operation no rule covers (ShuffleNet's channel shuffle) on channels that are all
+        fixed already: whatever it computes from them, no permutation reaches it, so its
+        output is a new fixed space along axis 1. None where a free space is involved."""
+        tags = [self.tag_of(a) for a in ops.flat_nodes((n.args, n.kwargs))]
+        tags = [t for t in tags if t is not None]
+        if n.op == "call_module" or not tags or not isinstance(out, torch.Tensor) \
+                or out.dim() < 2 or any(
+                self.find(t.space) not in self.fixed for t in tags):
+            return None
+        s = self.new(out.shape[1])
+        self.fix(s, f"computed at {n.name} ({ops.op_name(n)}) from fixed channels")
+        return _Tag(s)
 
     def tag_of(self, a) -> _Tag | None:
         t = self.tags.get(a) if isinstance(a, fx.Node) else None
@@ -169,23 +197,44 @@ class _Builder(fx.Interpreter):
                 return _Tag(s)
             return None
         if n.op == "get_attr":
-            return n.target if isinstance(out, torch.Tensor) else None
+            if isinstance(out, torch.Tensor):
+                self.param_shapes[n.target] = tuple(out.shape)
+                return n.target
+            return None
         if n.op == "output":
             for a in ops.flat_nodes(n.args):
                 if (t := self.tag_of(a)) is not None:
                     self.fix(t.space, "logits")
             return None
-        if not isinstance(out, torch.Tensor):
-            return None  # sizes, shapes: no channels
         inputs = [(a, self.tag_of(a)) for a in ops.flat_nodes((n.args, n.kwargs))]
         tagged = [(a, t) for a, t in inputs if t is not None]
+        if n.op == "call_module" and isinstance(self.modules[n.target], nn.MultiheadAttention):
+            return attention.multihead(self, n, self.modules[n.target], out)
+        name = ops.op_name(n)
+        if name in attention.FUNCTIONS:
+            return attention.FUNCTIONS[name](self, n, out)
+        if n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
+                and n.args[0].meta.get("wl_shape") is None:
+            # an item of a tuple (attention returns (output, weights)): the output's tag
+            t = self.tag_of(n.args[0])
+            return t if t is not None and n.args[1] == 0 and isinstance(out, torch.Tensor) \
+                else None
+        if not isinstance(out, torch.Tensor):
+            return None  # sizes, shapes: no channels
         if n.op == "call_module":
             return self.module_rule(n, self.modules[n.target], tagged, out)
-        if not tagged:
-            return None  # a constant computed from parameters or sizes
         fn = n.target
         is_method = n.op == "call_method"
+        if not tagged:
+            src = n.args[0] if n.args else None
+            if is_method and fn in ("expand", "expand_as", "to", "type_as", "contiguous") \
+                    and isinstance(self.tags.get(src), str) \
+                    and len(src.meta["wl_shape"]) == out.dim():
+                return self.tags[src]  # a view of a parameter (a class token expanded)
+            return None  # a constant computed from parameters or sizes
         first = tagged[0][1]
+        if fn is operator.getitem:
+            return self.index(n, tagged[0], out)
         if (fn in ops.ACT_FNS) or (is_method and fn in ops.ACT_METHODS):
             self.carry_check(n, tagged, out)
             if first.repeat == 1:
@@ -193,6 +242,9 @@ class _Builder(fx.Interpreter):
             return first
         if fn in (torch.permute,) or (is_method and fn == "permute"):
             return self.permute(n, tagged[0], out)
+        if fn in (torch.transpose, torch.swapaxes) or (is_method and fn in (
+                "transpose", "swapaxes")):
+            return self.transpose(n, tagged[0], out)
         if fn is F.layer_norm:
             return self.layer_norm(n, tagged[0], out)
         if fn in ops.CARRY_FNS or (is_method and fn in ops.CARRY_METHODS) or \
@@ -207,8 +259,12 @@ class _Builder(fx.Interpreter):
             ndim = len(tagged[0][0].meta["wl_shape"])
             dims = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else None)
             dims = [dims] if isinstance(dims, int) else list(dims or [])
-            if dims and first.repeat == 1 and not {d % ndim for d in dims} & {0, 1}:
-                return first  # a reduction over spatial axes keeps the channels
+            c_dim = first.dim(ndim)
+            # (the batch axis too where channels are last: sequence-first tokens (L, N, C))
+            kept = {c_dim} if first.last else {0, c_dim}
+            if dims and first.repeat == 1 and not {d % ndim for d in dims} & kept:
+                # a reduction over spatial or token axes keeps the channels
+                return _Tag(first.space, 1, first.last and out.dim() > 2)
         if fn in (torch.cat, torch.concat):
             return self.concat(n, tagged, out)
         raise WeightlabError(f"cannot trace the feature spaces: unsupported operation "
@@ -235,14 +291,16 @@ class _Builder(fx.Interpreter):
             space = self.union(space, t.space, n)
         for a in ops.flat_nodes(n.args):
             key = self.tags.get(a)
-            if isinstance(key, str):  # a parameter: a scalar, or per channel (an entry)
-                p = a.meta["wl_shape"]
-                if p is None or ops.numel(p) == 1:
+            if isinstance(key, str):  # a parameter: a scalar, or along the channels (an entry)
+                view = a.meta["wl_shape"]  # as used here (a parameter, or an expanded view)
+                p = self.param_shapes.get(key, view)
+                if view is None or ops.numel(p) == 1:
                     continue
-                # the parameter's axis that broadcasts against the channel axis
-                axis = len(p) - 1 if t0.last else len(p) - (out.dim() - 1)
+                # the parameter's axis that broadcasts against the channel axis (a position
+                # embedding (1, T, C) added to channels-last tokens: its last axis)
                 c_dim = t0.dim(out.dim())
-                if axis < 0 or p[axis] != out.shape[c_dim] or ops.numel(p) != p[axis] \
+                axis = c_dim - (out.dim() - len(view))  # broadcasting aligns from the right
+                if axis < 0 or len(p) != len(view) or p[axis] != out.shape[c_dim] \
                         or t0.repeat != 1:
                     raise WeightlabError(f"{n.name} ({ops.op_name(n)}): parameter {key} of shape "
                                          f"{list(p)} does not broadcast per channel")
@@ -269,6 +327,35 @@ class _Builder(fx.Interpreter):
                                  f"{list(node.meta['wl_shape'])} tensor to position {new}")
         return _Tag(t.space, 1, new == ndim - 1 and ndim > 2)
 
+    def transpose(self, n: fx.Node, arg, out):
+        """Swapping two axes: a permutation of the axes (the channel axis between 1 and last)."""
+        node, t = arg
+        ndim = out.dim()
+        a, b = (int(d) % ndim for d in n.args[1:3])
+        dims = list(range(ndim))
+        dims[a], dims[b] = dims[b], dims[a]
+        new = dims.index(t.dim(ndim))
+        if t.repeat != 1 or new not in (1, ndim - 1) or dims[0] != 0:
+            raise WeightlabError(f"{n.name} ({ops.op_name(n)}) moves the channel axis of a "
+                                 f"{list(node.meta['wl_shape'])} tensor to position {new}")
+        return _Tag(t.space, 1, new == ndim - 1 and ndim > 2)
+
+    def index(self, n: fx.Node, arg, out):
+        """x[…] keeping the channel axis whole (the class token x[:, 0] of channels-last
+        tokens, a crop of a map): the index must not touch the batch or channel axis."""
+        node, t = arg
+        x = node.meta["wl_shape"]
+        idx = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
+        c_dim = t.dim(len(x))
+        whole = slice(None, None, None)
+        ok = t.repeat == 1 and Ellipsis not in idx and None not in idx and len(idx) <= len(x) \
+            and (len(idx) < 1 or idx[0] == whole) and (len(idx) <= c_dim or idx[c_dim] == whole)
+        if not ok or out.dim() < 2 or out.shape[t.dim(out.dim()) if out.dim() > 2 else 1] \
+                != x[c_dim]:
+            raise WeightlabError(f"{n.name} (indexing) selects {idx} of a {list(x)} tensor, "
+                                 f"which cuts its channel axis")
+        return _Tag(t.space, 1, t.last and out.dim() > 2)
+
     def layer_norm(self, n: fx.Node, arg, out):
         """F.layer_norm over exactly the channel axis (channels-last, or (N, C)): per-position
         normalization that commutes with permuting channels; γ and β are entries."""
@@ -289,6 +376,12 @@ class _Builder(fx.Interpreter):
         x = node.meta["wl_shape"]
         if tuple(out.shape) == x:
             return t
+        if t.repeat == 1 and out.dim() >= 2 and (
+                (t.last and out.shape[-1] == x[-1] and len(x) > 2)
+                or (not t.last and out.dim() > 2 and tuple(out.shape[:2]) == tuple(x[:2]))):
+            # the channel axis untouched (row-major: the last axis, or the first two, of equal
+            # size keep their indices): token grids ↔ sequences, window partitions
+            return _Tag(t.space, 1, t.last and out.dim() > 2)
         if t.last:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) reshapes a channels-last "
                                  f"{list(x)} tensor to {list(out.shape)}")
@@ -300,13 +393,16 @@ class _Builder(fx.Interpreter):
                              f"(N, C, …) → (N, C·…) is supported")
 
     def concat(self, n: fx.Node, tagged, out):
-        dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0)
-        if dim in (1, -out.dim() + 1):  # channels of several spaces side by side: fixed
-            s = self.new(out.shape[1])
+        dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) % out.dim()
+        t0 = tagged[0][1]
+        c_dim = t0.dim(out.dim())
+        if dim == c_dim:  # channels of several spaces side by side: fixed
+            s = self.new(out.shape[c_dim])
             for _, t in tagged:
                 self.fix(t.space, f"concatenated at {n.name}")
             self.fix(s, f"concatenation at {n.name}")
-            return _Tag(s)
+            return _Tag(s, 1, t0.last)
+        # along another axis (tokens: a class token before the patches): one space
         return self.elementwise(n, tagged, out)
 
     def module_rule(self, n: fx.Node, mod: nn.Module, tagged, out):
@@ -348,6 +444,12 @@ class _Builder(fx.Interpreter):
         conv = isinstance(mod, nn.modules.conv._ConvNd)
         if isinstance(mod, nn.modules.conv._ConvTransposeNd):
             raise WeightlabError(f"unsupported module {name} (transposed convolution)")
+        if not conv and len(node.meta["wl_shape"]) > 2 and not t.last \
+                and self.find(t.space) in self.fixed:
+            # fixed channels read along the last axis (an input of tokens (N, L, C)): a fixed
+            # space of the linear's input features there
+            t = _Tag(self.new(mod.in_features), 1, True)
+            self.fix(t.space, f"input of {name} along the last axis")
         if (conv and (t.repeat != 1 or t.last)) or (
                 not conv and len(node.meta["wl_shape"]) != 2 and not t.last):
             raise WeightlabError(f"{name} ({type(mod).__name__}) applied to an input of shape "
@@ -393,14 +495,22 @@ class _Builder(fx.Interpreter):
             roots.setdefault(self.find(s), len(roots))
         spaces = {i: Space(i, self.size[r], fixed=r in self.fixed, reason=self.fixed.get(r, ""))
                   for r, i in roots.items()}
-        for (key, axis), (s, rep) in self.entries.items():
-            spaces[roots[self.find(s)]].entries.append(Entry(key, axis, rep))
+        for s, g in self.groups.items():
+            sp = spaces[roots[self.find(s)]]
+            sp.groups = max(sp.groups, g)
+        for a, b in self.ties:
+            ia, ib = roots[self.find(a)], roots[self.find(b)]
+            spaces[ia].tie, spaces[ib].tie = ib, ia
+        for (key, axis, offset, per_group), (s, rep) in self.entries.items():
+            spaces[roots[self.find(s)]].entries.append(Entry(key, axis, rep, offset, per_group))
         for s, name in self.producers:
             _add(spaces[roots[self.find(s)]].producers, name)
         for s, name in self.norms:
             _add(spaces[roots[self.find(s)]].norms, name)
         for s, node in self.points:
             _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
+        for s, name in self.named_points:
+            _add(spaces[roots[self.find(s)]].feature_points, name)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
             sp = spaces[roots[self.find(s)]]
             if not any(roots[self.find(t)] == sp.id for t, _ in self.points) \

@@ -15,7 +15,7 @@ from torch import nn
 from weightlab.alignment import Alignment
 from weightlab.errors import WeightlabError
 from weightlab.graph.spaces import FeatureGraph
-from weightlab.matching.assignment import solve_assignment
+from weightlab.matching.assignment import solve_grouped
 from weightlab.matching.features import collect_feature_stats
 
 SIMILARITIES = {"inner": "inner", "correlation": "corr"}
@@ -28,14 +28,17 @@ def activation_matching(graph: FeatureGraph, model_a: nn.Module, model_b: nn.Mod
         raise WeightlabError(f"similarity={similarity!r}: expected inner or correlation")
     stats = collect_feature_stats([model_a, model_b], graph, loader, samples)
     out = Alignment()
-    for space in graph.free_spaces():
-        if space.id not in stats:
-            raise WeightlabError(f"activation matching: channel space {space.id} (produced by "
-                                 f"{', '.join(space.producers) or 'no layer'}) has no feature "
-                                 f"point to read")
-        sim = stats[space.id].block(0, 1, SIMILARITIES[similarity])  # s(A_i, B_j)
-        out.perms[space.id] = solve_assignment(sim, what=f"activation matching, channel space "
-                                                         f"{space.id}")
+    for unit in graph.units():  # attention's tied head spaces are solved together
+        for space in unit:
+            if space.id not in stats:
+                raise WeightlabError(f"activation matching: channel space {space.id} (produced "
+                                     f"by {', '.join(space.producers) or 'no layer'}) has no "
+                                     f"feature point to read")
+        sims = [stats[s.id].block(0, 1, SIMILARITIES[similarity]) for s in unit]  # s(A_i, B_j)
+        perms = solve_grouped(sims, unit[0].groups,
+                              what=f"activation matching, channel space {unit[0].id}")
+        for space, perm in zip(unit, perms, strict=True):
+            out.perms[space.id] = perm
     count = next(iter(stats.values())).count if stats else 0
     out.info.update(matcher="activation", observations=count, similarity=similarity)
     return out

@@ -17,8 +17,8 @@ from __future__ import annotations
 import torch
 
 from weightlab.alignment import Alignment, permute_axis
-from weightlab.graph.spaces import FeatureGraph
-from weightlab.matching.assignment import solve_assignment
+from weightlab.graph.spaces import Entry, FeatureGraph
+from weightlab.matching.assignment import block_permutation, solve_grouped
 
 
 def visit_orders(n_spaces: int, seed: int):
@@ -28,9 +28,13 @@ def visit_orders(n_spaces: int, seed: int):
         yield torch.randperm(n_spaces, generator=gen).tolist()
 
 
-def rows(w: torch.Tensor, axis: int, repeat: int = 1) -> torch.Tensor:
+def rows(w: torch.Tensor, axis: int, repeat: int = 1, offset: int = 0, n: int | None = None
+         ) -> torch.Tensor:
     """w as a (C, ·) matrix with the channels of ``axis`` as rows (a flattened channel's
-    ``repeat`` columns stay in its row)."""
+    ``repeat`` columns stay in its row); in a packed tensor, the n·repeat indices from
+    ``offset`` on."""
+    if n is not None and (offset or n * repeat != w.shape[axis]):
+        w = w.narrow(axis, offset, n * repeat)
     return w.movedim(axis, 0).reshape(w.shape[axis] // repeat, -1)
 
 
@@ -41,59 +45,80 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
     """The alignment of B to A. Exactly the coordinate descent above; two facts save work
     without changing any number: S_p depends only on the *other* spaces' permutations, so a
     tensor's contribution is recomputed only when the permutation of one of its other axes
-    changed, and a space whose S_p is unchanged since its last visit keeps its assignment."""
+    changed, and a space whose S_p is unchanged since its last visit keeps its assignment.
+
+    Attention head spaces (``groups`` > 1) are solved by :func:`solve_grouped`; spaces tied by
+    a shared head permutation (query·key and value·output) are visited together as one unit.
+    Per-head entries (relative position bias tables) are left out of S_p."""
     counted = (lambda key: True) if include_bn_stats else (lambda key: not is_bn_stat(key))
-    free = graph.free_spaces()
-    axes = {k: v for k, v in graph.param_axes().items() if counted(k)}  # key → {axis: …}
+    units = graph.units()
+    free = [s for unit in units for s in unit]
+    by_key = {k: v for k, v in graph.param_axes().items() if counted(k)}
     device = next(iter(state_a.values())).device
-    a_rows = {(e.key, e.axis): rows(state_a[e.key].to(device, dtype), e.axis, e.repeat)
-              for s in free for e in s.entries if counted(e.key)}
-    b_full = {key: state_b[key].to(device, dtype) for key in axes}
+    b_full = {key: state_b[key].to(device, dtype) for key in by_key}
+
+    def entry_rows(w, s, e):
+        return rows(w, e.axis, e.repeat, e.offset, s.size)
+
+    a_rows = {(s.id, e): entry_rows(state_a[e.key].to(device, dtype), s, e)
+              for s in free for e in s.entries if counted(e.key) and not e.per_group}
     base, coupled = {}, {}  # S_p's constant part (tensors with one permuted axis); the rest
     for s in free:
         base[s.id] = torch.zeros(s.size, s.size, dtype=dtype, device=device)
         coupled[s.id] = []
         for e in s.entries:
-            if not counted(e.key):
+            if not counted(e.key) or e.per_group:
                 continue
-            others = [(ax, t, r) for ax, (t, r) in axes[e.key].items() if ax != e.axis]
+            others = [(t, o) for t, o in by_key[e.key] if o.axis != e.axis]
             if others:
                 coupled[s.id].append((e, others))
             else:
-                base[s.id].addmm_(a_rows[(e.key, e.axis)], rows(b_full[e.key], e.axis,
-                                                                 e.repeat).T)
+                base[s.id].addmm_(a_rows[(s.id, e)], entry_rows(b_full[e.key], s, e).T)
     perms = {s.id: torch.arange(s.size, device=device) for s in free}
     version = dict.fromkeys(perms, 0)  # bumped whenever a space's permutation changes
-    cache: dict[tuple[str, int], tuple[tuple[int, ...], torch.Tensor]] = {}
+    cache: dict[tuple[int, Entry], tuple[tuple[int, ...], torch.Tensor]] = {}
     solved_at: dict[int, tuple[int, ...]] = {}
+
+    def score_of(space):
+        score = base[space.id].clone()
+        for e, others in coupled[space.id]:
+            key = tuple(version[t] for t, _ in others)
+            hit = cache.get((space.id, e))
+            if hit is None or hit[0] != key:
+                w = b_full[e.key]
+                for t, o in others:
+                    p = perms[t]
+                    if o.per_group:
+                        p = block_permutation(p, graph[t].groups)
+                    w = permute_axis(w, o.axis, p, o.repeat, o.offset)
+                hit = (key, a_rows[(space.id, e)] @ entry_rows(w, space, e).T)
+                cache[(space.id, e)] = hit
+            score += hit[1]
+        return score
+
     sweeps = 0
-    for sweeps, order in enumerate(visit_orders(len(free), seed), start=1):
+    for sweeps, order in enumerate(visit_orders(len(units), seed), start=1):
         progress = False
         for i in order:
-            space = free[i]
-            stamp = tuple(version[t] for _, others in coupled[space.id] for _, t, _ in others)
-            if solved_at.get(space.id) == stamp:
+            unit = units[i]
+            stamp = tuple(version[t] for s in unit for _, others in coupled[s.id]
+                          for t, _ in others)
+            if solved_at.get(unit[0].id) == stamp:
                 continue  # S_p unchanged since its last assignment: the same optimum
-            score = base[space.id].clone()
-            for e, others in coupled[space.id]:
-                key = tuple(version[t] for _, t, _ in others)
-                hit = cache.get((e.key, e.axis))
-                if hit is None or hit[0] != key:
-                    w = b_full[e.key]
-                    for ax, t, r in others:
-                        w = permute_axis(w, ax, perms[t], r)
-                    hit = (key, a_rows[(e.key, e.axis)] @ rows(w, e.axis, e.repeat).T)
-                    cache[(e.key, e.axis)] = hit
-                score += hit[1]
-            perm = solve_assignment(score, what=f"weight matching, channel space {space.id}"
-                                    ).to(device)
-            diag = torch.arange(space.size, device=device)
-            old, new = score[diag, perms[space.id]].sum(), score[diag, perm].sum()
-            progress |= float(new - old) > tol * max(1.0, abs(float(old)))
-            if not torch.equal(perm, perms[space.id]):
-                perms[space.id] = perm
-                version[space.id] += 1
-            solved_at[space.id] = stamp
+            scores = [score_of(s) for s in unit]
+            what = f"weight matching, channel space {unit[0].id}"
+            new_perms = [p.to(device) for p in solve_grouped(scores, unit[0].groups, what)]
+            old = new = 0.0
+            for s, score, perm in zip(unit, scores, new_perms, strict=True):
+                diag = torch.arange(s.size, device=device)
+                old += float(score[diag, perms[s.id]].sum())
+                new += float(score[diag, perm].sum())
+            progress |= new - old > tol * max(1.0, abs(old))
+            for s, perm in zip(unit, new_perms, strict=True):
+                if not torch.equal(perm, perms[s.id]):
+                    perms[s.id] = perm
+                    version[s.id] += 1
+            solved_at[unit[0].id] = stamp
         if not progress or sweeps >= max_iter:
             break
     out = Alignment({s: p.cpu() for s, p in perms.items()})

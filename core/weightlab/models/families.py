@@ -150,15 +150,24 @@ class MLPModel(Model):
         return initialize(net, p.init)
 
 
+# every classifier of torchvision.models (torchvision 0.29; tests/test_graph_attention.py keeps
+# this in step): all but maxvit_t are traced exactly (weightlab graph NAME --check)
 TORCHVISION_CLASSIFIERS = (
-    "resnet18", "resnet34", "resnet50", "resnet101", "resnet152", "wide_resnet50_2",
-    "resnext50_32x4d", "vgg11", "vgg11_bn", "vgg13", "vgg13_bn", "vgg16", "vgg16_bn", "vgg19",
-    "vgg19_bn", "alexnet", "mobilenet_v2", "densenet121", "squeezenet1_0",
-    # squeeze-excitation gates, stochastic depth: traced exactly (weightlab graph --check)
-    "efficientnet_b0", "efficientnet_v2_s", "mobilenet_v3_small", "mobilenet_v3_large",
-    "regnet_y_400mf", "regnet_x_400mf", "googlenet", "inception_v3",
-    # channels-last LayerNorm and pointwise linears, layer scale
-    "convnext_tiny", "convnext_small",
+    "alexnet", "convnext_base", "convnext_large", "convnext_small", "convnext_tiny",
+    "densenet121", "densenet161", "densenet169", "densenet201", "efficientnet_b0",
+    "efficientnet_b1", "efficientnet_b2", "efficientnet_b3", "efficientnet_b4", "efficientnet_b5",
+    "efficientnet_b6", "efficientnet_b7", "efficientnet_v2_l", "efficientnet_v2_m",
+    "efficientnet_v2_s", "googlenet", "inception_v3", "maxvit_t", "mnasnet0_5", "mnasnet0_75",
+    "mnasnet1_0", "mnasnet1_3", "mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small",
+    "regnet_x_16gf", "regnet_x_1_6gf", "regnet_x_32gf", "regnet_x_3_2gf", "regnet_x_400mf",
+    "regnet_x_800mf", "regnet_x_8gf", "regnet_y_128gf", "regnet_y_16gf", "regnet_y_1_6gf",
+    "regnet_y_32gf", "regnet_y_3_2gf", "regnet_y_400mf", "regnet_y_800mf", "regnet_y_8gf",
+    "resnet101", "resnet152", "resnet18", "resnet34", "resnet50", "resnext101_32x8d",
+    "resnext101_64x4d", "resnext50_32x4d", "shufflenet_v2_x0_5", "shufflenet_v2_x1_0",
+    "shufflenet_v2_x1_5", "shufflenet_v2_x2_0", "squeezenet1_0", "squeezenet1_1", "swin_b",
+    "swin_s", "swin_t", "swin_v2_b", "swin_v2_s", "swin_v2_t", "vgg11", "vgg11_bn", "vgg13",
+    "vgg13_bn", "vgg16", "vgg16_bn", "vgg19", "vgg19_bn", "vit_b_16", "vit_b_32", "vit_h_14",
+    "vit_l_16", "vit_l_32", "wide_resnet101_2", "wide_resnet50_2",
 )
 
 
@@ -169,7 +178,8 @@ class TorchvisionModel(Model):
 
     name = "torchvision"
     summary = "torchvision ImageNet classifiers by name (resnet18, resnet50, vgg16_bn, …)"
-    examples = TORCHVISION_CLASSIFIERS
+    examples = ("resnet18", "resnet50", "vgg16_bn", "densenet121", "efficientnet_b0",
+                "mobilenet_v3_small", "convnext_tiny", "swin_t", "vit_b_16")
     default_input_shape = (3, 224, 224)
 
     @dataclass
