@@ -99,7 +99,8 @@ class _Attend(nn.Module):
 def test_multihead_attention_forms_are_invariant(batch_first):
     """Packed and unpacked projections, bias_k/bias_v, add_zero_attn, sequence-first layout:
     a random permutation of all 6 free spaces (the query stream, the cross-attention's
-    key/value input space, two tied pairs of head spaces) changes the outputs by < 1e-12 relative (float64; measured ≈ 1e-16)."""
+    key/value input space, two tied pairs of head spaces) changes the outputs by < 1e-12
+    relative (float64; measured ≈ 1e-16)."""
     net = _Attend(batch_first).double().eval()
     x = torch.randn(3, 5, 6, dtype=torch.float64)
     g = trace(net, x[:1])
