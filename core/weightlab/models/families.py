@@ -150,6 +150,45 @@ class MLPModel(Model):
         return initialize(net, p.init)
 
 
+class ViTModel(Model):
+    """A small Vision Transformer for MNIST/CIFAR-sized images (patch-embedding conv, class
+    token, position embeddings, pre-norm blocks with ``nn.MultiheadAttention`` and a GELU MLP).
+
+    Names: ``vit`` or ``vit_d<depth>_w<dim>_p<patch>[_h<heads>]``, e.g. ``vit_d4_w64_p7``
+    (4 blocks, 64 channels in 4 heads, 7×7 patches: 17 tokens on MNIST).
+    """
+
+    name = "vit"
+    summary = "small Vision Transformer: depth, width, patch, heads (MNIST/CIFAR sized)"
+    pattern = r"vit(?:_d(?P<depth>\d+))?(?:_w(?P<dim>\d+))?(?:_p(?P<patch>\d+))?" \
+              r"(?:_h(?P<heads>\d+))?"
+    examples = ("vit", "vit_d4_w64_p7", "vit_d6_w192_p4_h3")
+    default_input_shape = (1, 28, 28)
+
+    @dataclass
+    class Params:
+        depth: int = param(4, "transformer blocks", min=1)
+        dim: int = param(64, "channels of the residual stream", min=1)
+        patch: int = param(7, "patch size (must tile the image)", min=1)
+        heads: int = param(4, "attention heads (must divide dim)", min=1)
+        mlp_ratio: int = param(2, "MLP hidden width / dim", min=1)
+        init: str = _INIT
+
+    @classmethod
+    def name_groups_to_params(cls, g):
+        return {k: int(v) for k, v in g.items() if v is not None}
+
+    def build(self, input_shape, num_classes):
+        from weightlab.models.init import initialize
+        from weightlab.models.vit import ViT
+
+        p = self.params
+        if p.dim % p.heads:
+            raise UsageError(f"vit: dim {p.dim} does not split into {p.heads} heads")
+        net = ViT(input_shape, num_classes, p.patch, p.depth, p.dim, p.heads, p.mlp_ratio)
+        return initialize(net, p.init)
+
+
 # every classifier of torchvision.models (torchvision 0.29; tests/test_graph_attention.py keeps
 # this in step): all but maxvit_t are traced exactly (weightlab graph NAME --check)
 TORCHVISION_CLASSIFIERS = (
@@ -203,4 +242,4 @@ class TorchvisionModel(Model):
         return initialize(net, self.params.init)
 
 
-MODELS = [CifarVGGModel, CifarResNetModel, MLPModel, TorchvisionModel]
+MODELS = [CifarVGGModel, CifarResNetModel, MLPModel, ViTModel, TorchvisionModel]
