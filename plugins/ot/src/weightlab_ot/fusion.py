@@ -48,7 +48,7 @@ from weightlab.errors import WeightlabError
 from weightlab.graph.spaces import FeatureGraph, Space
 
 EMD_MAX_ITER = 10_000_000  # network-simplex iterations at most (POT default: 100,000)
-SINKHORN_TOL = 1e-9  # POT's stopping threshold on the marginal violation
+SINKHORN_TOL = 1e-5  # Sinkhorn stops when ‖Tᵀ1 − ν‖₂ < SINKHORN_TOL/n (relative to 1/n)
 MARGINAL_TOL = 1e-3  # largest relative row/column-sum error of an accepted Sinkhorn plan
 
 
@@ -73,7 +73,7 @@ def transport_plan(cost_ab: torch.Tensor, reg: float = 0.0, *, max_iter: int = 1
     scale = {"max": c.max(), "mean": c.mean(), "none": 1.0}[cost_scale]
     scale = scale if scale > 0 else 1.0
     plan = ot.sinkhorn(mu, nu, c / scale, reg, method="sinkhorn_log", numItermax=max_iter,
-                       stopThr=SINKHORN_TOL, warn=False)
+                       stopThr=SINKHORN_TOL / c.shape[1], warn=False)
     err = max(np.abs(plan.sum(1) / mu - 1).max(), np.abs(plan.sum(0) / nu - 1).max())
     if not np.isfinite(err) or err > MARGINAL_TOL:
         raise WeightlabError(f"{what}: Sinkhorn with reg={reg} did not converge in "
