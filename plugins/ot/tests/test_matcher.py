@@ -130,3 +130,18 @@ def test_needs_data_follows_the_basis_and_errors_are_one_line():
     net = testing.tiny_model("mlp")
     with pytest.raises(UsageError, match="basis=activations needs calibration data"):
         ot(basis="activations").match(testing.trace(net), net, net)
+
+
+def test_grouped_spaces_stay_unaligned_for_now(digits_calibration):
+    """A space marked ``groups > 1`` (attention heads, moved as blocks) is left as it is
+    (identity) and listed in ``info["unaligned"]``; the other spaces are still aligned and
+    B's function is unchanged."""
+    a, b = models("mlp")
+    graph = testing.trace(a)
+    grouped, *rest = graph.free_spaces()
+    grouped.groups = 2  # the field another change adds to Space
+    for basis in ("weights", "activations"):
+        al = ot(basis=basis).match(graph, a, b, digits_calibration)
+        assert grouped.id not in al.perms and al.info["unaligned"] == [grouped.id]
+        assert set(al.perms) == {s.id for s in rest}
+        testing.assert_same_function(b, permute_model(b, graph, al), digits_calibration)
