@@ -58,6 +58,10 @@ def transport_plan(cost_ab: torch.Tensor, reg: float = 0.0, *, max_iter: int = 1
     or ⟨T, C/s⟩ − reg·H(T) (Sinkhorn; s = max, mean of C, or 1 for ``cost_scale``)."""
     import ot
 
+    if not reg >= 0:
+        raise WeightlabError(f"{what}: reg={reg}: expected 0 (exact) or a positive ε")
+    if cost_scale not in ("max", "mean", "none"):
+        raise WeightlabError(f"{what}: cost_scale={cost_scale!r}: expected max, mean or none")
     c = cost_ab.detach().to("cpu", torch.float64).numpy()
     if not np.isfinite(c).all():
         raise WeightlabError(f"{what}: the cost matrix has {int((~np.isfinite(c)).sum())} "
