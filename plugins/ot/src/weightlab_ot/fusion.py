@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from weightlab.alignment import Alignment, permute_axis, transform_axis
 from weightlab.errors import WeightlabError
-from weightlab.graph.spaces import FeatureGraph, Space
+from weightlab.graph.spaces import Entry, FeatureGraph, Space
 
 EMD_MAX_ITER = 10_000_000  # network-simplex iterations at most (POT default: 100,000)
 SINKHORN_TOL = 1e-5  # Sinkhorn stops when ‖Tᵀ1 − ν‖₂ < SINKHORN_TOL/n (relative to 1/n)
@@ -113,41 +113,41 @@ def activation_cost(inner: torch.Tensor, n: int) -> torch.Tensor:
     return (d[:n, None] + d[None, n:] - 2 * inner[:n, n:]).clamp_min(0)
 
 
-def _rows(w: torch.Tensor, axis: int, repeat: int = 1) -> torch.Tensor:
-    return w.movedim(axis, 0).reshape(w.shape[axis] // repeat, -1)
+def _rows(w: torch.Tensor, e: Entry, size: int) -> torch.Tensor:
+    """The space's ``size`` channels of entry ``e`` as rows (from ``e.offset`` in a packed
+    tensor; a flattened channel's ``repeat`` columns stay in its row)."""
+    w = w.narrow(e.axis, e.offset, size * e.repeat).movedim(e.axis, 0)
+    return w.reshape(size, -1)
 
 
 def _is_bn_stat(key: str) -> bool:
     return key.endswith((".running_mean", ".running_var"))
 
 
-def groups_of(space: Space) -> int:
-    return int(getattr(space, "groups", 1) or 1)
-
-
-def align_tensor(al: Alignment, axes: dict[int, tuple[int, int]], key: str, w: torch.Tensor,
+def align_tensor(al: Alignment, where: list[tuple[int, Entry]], w: torch.Tensor,
                  skip_axis: int, done: set[int], consumer: set[tuple[str, int]]
                  ) -> tuple[torch.Tensor, bool]:
-    """B's tensor ``key`` with its other axes mapped by the spaces in ``done`` (as
-    ``Alignment.apply`` maps them; ``axes``: its axis → (space, repeat) over the free spaces);
-    also whether an axis is in a free space not yet done."""
+    """B's tensor with its other axes mapped by the spaces in ``done`` as ``Alignment.apply``
+    maps them (``where``: the tensor's (space id, entry) pairs over the free spaces); also
+    whether one of those axes is in a free space not yet done."""
     pending = False
-    for ax, (sid, rep) in axes.items():
-        if ax == skip_axis:
+    for sid, e in where:
+        if e.axis == skip_axis:
             continue
         if sid not in done:
             pending = True
         elif sid in al.perms:
-            w = permute_axis(w, ax, al.perms[sid], rep)
+            w = permute_axis(w, e.axis, al.perms[sid], e.repeat, e.offset)
         elif sid in al.merges:
             m, u = al.merges[sid]
-            w = transform_axis(w, ax, u.T if (key, ax) in consumer else m, rep)
+            t = u.T if (e.key, e.axis) in consumer else m
+            w = transform_axis(w, e.axis, t, e.repeat, e.offset)
     return w, pending
 
 
 def weight_supports(space: Space, state_a: dict[str, torch.Tensor],
                     state_b: dict[str, torch.Tensor], al: Alignment, done: set[int],
-                    consumer: set[tuple[str, int]], axes: dict[str, dict[int, tuple[int, int]]]
+                    consumer: set[tuple[str, int]], axes: dict[str, list[tuple[int, Entry]]]
                     ) -> tuple[torch.Tensor, torch.Tensor, int]:
     """(A's supports, B's aligned supports, entries left out): n × D matrices of the
     producer-side rows of ``space``."""
@@ -155,15 +155,15 @@ def weight_supports(space: Space, state_a: dict[str, torch.Tensor],
                and not _is_bn_stat(e.key)]
     ready, waiting = [], []
     for e in entries:
-        w, pending = align_tensor(al, axes[e.key], e.key, state_b[e.key].double(), e.axis,
-                                  done, consumer)
+        w, pending = align_tensor(al, axes[e.key], state_b[e.key].double(), e.axis, done,
+                                  consumer)
         (waiting if pending else ready).append((e, w))
     use = ready or waiting
     if not use:
         raise WeightlabError(f"ot: channel space {space.id} has no producer-side tensor "
                              f"(weights, biases, norm parameters) to compare")
-    xa = torch.cat([_rows(state_a[e.key].double(), e.axis, e.repeat) for e, _ in use], 1)
-    xb = torch.cat([_rows(w, e.axis, e.repeat) for e, w in use], 1)
+    xa = torch.cat([_rows(state_a[e.key].double(), e, space.size) for e, _ in use], 1)
+    xb = torch.cat([_rows(w, e, space.size) for e, w in use], 1)
     return xa, xb, len(entries) - len(use)
 
 
@@ -184,7 +184,7 @@ def ot_fusion(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
     for space in graph.free_spaces():
         what = f"ot, channel space {space.id}"
         done.add(space.id)  # a skipped (grouped) space counts as done: identity
-        if groups_of(space) > 1:
+        if space.groups > 1:
             unaligned.append(space.id)
             continue
         if basis == "weights":
