@@ -26,8 +26,8 @@ Supports a_i, b_j (``basis``):
   topological order and B's other axes of those tensors (a layer's input axis) are first
   aligned with the maps already found — the paper's layer-by-layer procedure. An entry with
   an axis in a space not yet visited (the later producers of a residual-tied space read
-  interior spaces that come after it) is left out of the cost: unaligned, it only adds noise;
-  if every entry of a space is in that case all are used as they are.
+  interior spaces that come after it) is left out of the cost, as its unaligned inputs would
+  compare unmatched weights; if every entry of a space is in that case all are used as they are.
 - ``activations``: the channels' features over calibration data (one pass, both models);
   C_ij = E[a_i²] + E[b_j²] − 2·E[a_i b_j], from the pooled second moments (FeatureStats).
 

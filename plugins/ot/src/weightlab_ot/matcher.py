@@ -59,7 +59,8 @@ class OTFusion(Matcher):
                                  "(--data); basis=weights needs none")
             from weightlab.matching.features import collect_feature_stats
 
-            stats = collect_feature_stats([ref, other], graph, data, p.samples)
+            spaces = [s.id for s in graph.free_spaces() if s.groups == 1]  # heads: unaligned
+            stats = collect_feature_stats([ref, other], graph, data, p.samples, spaces)
         out = ot_fusion(graph, ref.state_dict(), other.state_dict(), basis=p.basis,
                         stats=stats, reg=p.reg, max_iter=p.max_iter, cost_scale=p.cost_scale)
         out.info["params"] = self.params_dict()
