@@ -75,7 +75,7 @@ class Activation(Matcher):
     """
 
     name = "activation"
-    summary = "match channels by the correlation of their features on calibration data"
+    summary = "match channels by the similarity of their features on calibration data"
     needs_data = True
 
     @dataclass
