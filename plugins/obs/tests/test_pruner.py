@@ -104,6 +104,10 @@ def test_bad_parameters_are_one_line_errors():
     with pytest.raises(UsageError, match=r"^obs: 0\.weight: 27 input columns are not a "
                                          r"multiple of M = 4 \(conv columns"):
         _obs(pattern="2:4").prune(_convnet(3), 0.5, {}, _data(3))
+    two_images = [(torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0)), None)]
+    with pytest.raises(UsageError, match=r"^obs: 2\.weight: the layer Hessian is not positive "
+                                         r"definite after damping \(raise damp"):
+        _obs(damp=0.0).prune(_convnet(), 0.5, {}, two_images)  # 18 input rows, 72 columns
     with pytest.raises(UsageError, match="needs calibration data"):
         _obs().prune(_convnet(), 0.5, {}, None)
 

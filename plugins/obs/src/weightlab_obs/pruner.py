@@ -203,6 +203,10 @@ class ObsPruner(Pruner):
             total = max(pruning.target_zeros(sparsity, w.numel()), int((~keep).sum()))
             zeros = split_target(total, [mats[i].numel() for i in range(g)],
                                  [int((~keeps[i]).sum()) for i in range(g)])
+        if nm is not None and mats.shape[2] % nm[1]:
+            raise UsageError(f"obs: {name}: {mats.shape[2]} input columns are not a multiple "
+                             f"of M = {nm[1]} (conv columns are kernel positions × input "
+                             f"channels; leave the layer out with exclude= or skip_first=true)")
         out_w, out_k, num, den = [], [], 0.0, 0.0
         for i in range(g):
             try:
@@ -213,9 +217,7 @@ class ObsPruner(Pruner):
                     sol = sparsegpt(mats[i], h[i], keeps[i], zeros=zeros[i], nm=nm,
                                     block=p.block, damp=p.damp)
             except SolverError as e:
-                hint = (" (conv columns are kernel positions × input channels; leave the layer "
-                        "out with exclude= or skip_first=true)" if nm else "")
-                raise UsageError(f"obs: {name}: {e}{hint}") from None
+                raise UsageError(f"obs: {name}: {e}") from None
             rel = reconstruction_error(mats[i], sol.weight, h[i])
             base = float(torch.einsum("ri,ij,rj->", mats[i], h[i], mats[i]))
             num, den = num + rel * base, den + base
