@@ -18,6 +18,10 @@ import torch
 from weightlab import plugins, pruning
 from weightlab.metrics import evaluate
 
+# the fixture trains the MLP on MNIST when the test cache is cold (47–125 s on the 2-core CPU;
+# cached afterwards and shared with the woodfisher tests); the tests themselves take ~7 s
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def setup(mnist_mlp):
