@@ -1,0 +1,155 @@
+"""A conv or linear layer as the matrices OBS works on, and its Hessian from calibration data.
+
+Linear: W is (out × in) and the input rows X are the inputs x ∈ ℝ^in (any leading dims
+flattened). Conv (1d/2d, any stride, dilation, padding mode, groups): im2col — every output
+position's receptive field is one input row; per group g, W_g is (out/g × k·C/g) with the
+columns in (kernel position, input channel) order, so that N:M groups of M consecutive columns
+run along input channels at one kernel position, as sparse tensor cores (and NVIDIA's ASP)
+group a conv's weights.
+
+H = 2 XᵀX / n over the n input rows (OBC eq. 2; samples × output positions for a conv).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from weightlab.errors import UsageError
+
+
+def check_supported(name: str, module: nn.Module) -> None:
+    if isinstance(module, nn.Conv3d):
+        raise UsageError(f"obs: {name} is a Conv3d, which obs does not prune (im2col is "
+                         f"implemented for Conv1d/Conv2d); leave it out with exclude=")
+
+
+def groups_of(module: nn.Module) -> int:
+    return module.groups if isinstance(module, (nn.Conv1d, nn.Conv2d)) else 1
+
+
+def weight_matrices(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor`` (the weight or its mask, in the weight's shape) as (groups, out/g, columns)."""
+    g = groups_of(module)
+    if tensor.dim() == 2:
+        return tensor.unsqueeze(0)
+    # (out, C/g, *k) → (out, *k, C/g): kernel position major, input channel minor
+    t = tensor.movedim(1, -1)
+    return t.reshape(g, tensor.shape[0] // g, -1)
+
+
+def from_matrices(module: nn.Module, mats: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """Inverse of :func:`weight_matrices`."""
+    if len(shape) == 2:
+        return mats.reshape(shape)
+    moved = (shape[0], *shape[2:], shape[1])
+    return mats.reshape(moved).movedim(-1, 1).contiguous()
+
+
+def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer input as rows (groups, n, columns), columns matching :func:`weight_matrices`."""
+    if isinstance(module, nn.Linear):
+        return x.reshape(1, -1, x.shape[-1])
+    conv1d = isinstance(module, nn.Conv1d)
+    pad = module._reversed_padding_repeated_twice  # what the module's own forward pads with
+    if any(pad):
+        mode = "constant" if module.padding_mode == "zeros" else module.padding_mode
+        x = F.pad(x, pad, mode=mode)
+    k, dil, stride = module.kernel_size, module.dilation, module.stride
+    if conv1d:
+        x, k, dil, stride = x.unsqueeze(2), (1, *k), (1, *dil), (1, *stride)
+    cols = F.unfold(x, k, dilation=dil, stride=stride)  # (N, C·kh·kw, L), C major
+    g = module.groups
+    kk = k[0] * k[1]
+    cols = cols.view(x.shape[0], g, x.shape[1] // g, kk, -1)
+    # → (g, N, L, kk, C/g): one row per output position, kernel position major
+    return cols.permute(1, 0, 4, 3, 2).reshape(g, -1, kk * (x.shape[1] // g))
+
+
+class _Stop(Exception):
+    """Raised by the collecting hook to end a forward pass once the layer's input is seen."""
+
+
+def execution_order(model: nn.Module, modules: dict[str, nn.Module], batch: torch.Tensor
+                    ) -> tuple[list[str], dict[str, int]]:
+    """The names of ``modules`` in the order a forward pass first calls them, and how often
+    each is called (one probe batch). Layers never called come last, with count 0."""
+    order: list[str] = []
+    calls = dict.fromkeys(modules, 0)
+
+    def hook(name):
+        def fn(_m, _inp):
+            if calls[name] == 0:
+                order.append(name)
+            calls[name] += 1
+        return fn
+
+    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    try:
+        with torch.no_grad(), eval_mode(model):
+            model(batch)
+    finally:
+        for h in handles:
+            h.remove()
+    return order + [n for n in modules if calls[n] == 0], calls
+
+
+@contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    was = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was)
+
+
+def batches(data, samples: int, device, dtype) -> Iterator[torch.Tensor]:
+    """The calibration images, at most ``samples`` of them, on the model's device and dtype."""
+    seen = 0
+    for x, *_ in data:
+        if seen >= samples:
+            break
+        x = x[: samples - seen].to(device, dtype)
+        seen += x.shape[0]
+        yield x
+
+
+def hessian(model: nn.Module, module: nn.Module, data, samples: int, dtype: torch.dtype,
+            stop_early: bool = True) -> tuple[torch.Tensor, int, int]:
+    """H = 2XᵀX/n per group, (groups, columns, columns) in ``dtype``, from the inputs ``module``
+    receives when ``model`` (eval mode, as it is now) runs on up to ``samples`` calibration
+    images; also n (input rows) and the images used. ``stop_early``: end each forward pass at
+    the layer (right when it is called once per pass)."""
+    dev = module.weight.device
+    acc: list[torch.Tensor] = []
+    rows = [0]
+
+    def fn(_m, inp):
+        x = input_rows(module, inp[0].detach()).to(dtype)
+        if not acc:
+            acc.append(torch.zeros(x.shape[0], x.shape[2], x.shape[2], dtype=dtype, device=dev))
+        acc[0].baddbmm_(x.transpose(1, 2), x)  # Σ x xᵀ
+        rows[0] += x.shape[1]
+        if stop_early:
+            raise _Stop
+
+    handle = module.register_forward_pre_hook(fn)
+    images = 0
+    try:
+        with torch.no_grad(), eval_mode(model):
+            for x in batches(data, samples, dev, module.weight.dtype):
+                images += x.shape[0]
+                try:
+                    model(x)
+                except _Stop:
+                    pass
+    finally:
+        handle.remove()
+    if not acc or rows[0] == 0:
+        raise UsageError("obs: the calibration data yielded no input for a pruned layer "
+                         "(is it used in the forward pass?)")
+    return acc[0] * (2.0 / rows[0]), rows[0], images
