@@ -239,3 +239,34 @@ def test_the_small_vit_family_is_buildable_by_name_and_invariant(cli):
     assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
     code, _, err = cli("graph", "vit_w30_h4")
     assert code != 0 and "does not split into 4 heads" in err
+
+
+def test_attention_flops_equal_torch_flop_counter():
+    """nn.MultiheadAttention's projections and its two matrix products are counted: with
+    need_weights=True (torch computes Q·Kᵀ and A·V with bmm, which FlopCounterMode counts)
+    the count equals FlopCounterMode's exactly, separate key/value sizes included (54,656
+    FLOPs). With need_weights=False torch uses scaled_dot_product_attention, which
+    FlopCounterMode does not count on a CPU: the small ViT's count is FlopCounterMode's plus
+    exactly 4 blocks × 2 × (2·17·17·64) FLOPs of attention products."""
+    from torch.utils.flop_counter import FlopCounterMode
+    from weightlab.flopcount import count
+    from weightlab.models.vit import ViT
+
+    class Cross(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.a = nn.MultiheadAttention(32, 4, batch_first=True, kdim=24, vdim=20)
+
+        def forward(self, x):
+            return self.a(x[..., :32], x[..., :24], x[..., :20], need_weights=True)[0]
+
+    def torch_count(net, shape):
+        with FlopCounterMode(display=False) as fc:
+            net(torch.zeros(1, *shape))
+        return fc.get_total_flops()
+
+    net = Cross()
+    assert count(net, (7, 40))["flops"] == torch_count(net, (7, 40)) == 54656
+    vit = ViT((1, 28, 28), 10).eval()
+    assert count(vit, (1, 28, 28))["flops"] == torch_count(vit, (1, 28, 28)) + 4 * 2 * (
+        2 * 17 * 17 * 64)

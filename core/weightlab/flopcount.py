@@ -1,6 +1,10 @@
 """Parameter and multiply-accumulate counts of conv and linear layers, dense and non-zero.
 
 A conv's MACs per image = H_out·W_out·C_out·(C_in/groups)·k_h·k_w; a linear's = in·out.
+``nn.MultiheadAttention`` with L queries and S keys/values of E channels: its projections
+L·E·E (Q) + S·E_k·E (K) + S·E_v·E (V) and L·E·E (output), and its two matrix products
+Q·Kᵀ and softmax(·)·V, L·S·E each (H heads of E/H channels). Softmax, norms and activations
+are not multiply-accumulates (torch's FlopCounterMode does not count them either).
 Non-zero MACs scale each layer by its weight density (sparse models). FLOPs = 2·MACs.
 """
 
@@ -34,8 +38,40 @@ def count(model: nn.Module, input_shape: Sequence[int], masks: dict | None = Non
                      "nonzero_params": nz + bias, "macs": macs,
                      "nonzero_macs": int(round(macs * density))})
 
+    def density(key: str, w: torch.Tensor) -> float:
+        m = (masks or {}).get(key)
+        return (int(m.sum()) if m is not None else int((w != 0).sum())) / max(w.numel(), 1)
+
+    def attention(mod, args, kwargs, out):
+        given = list(args) + [kwargs[n] for n in ("query", "key", "value")[len(args):]]
+        q, k, v = given[:3]
+        # tokens of one image (the count runs a batch of one): (1, L, E), (L, 1, E) or (L, E)
+        lq, ls, e = q.numel() // q.shape[-1], k.numel() // k.shape[-1], mod.embed_dim
+        name = names[mod]
+        parts = [("in_proj", lq * e * e + ls * k.shape[-1] * e + ls * v.shape[-1] * e),
+                 ("attention", 2 * lq * ls * e), ("out_proj", lq * e * e)]
+        for part, macs in parts:
+            if part == "attention":
+                rows.append({"layer": f"{name}.{part}", "type": "QKᵀ, AV", "params": 0,
+                             "nonzero_params": 0, "macs": macs, "nonzero_macs": macs})
+                continue
+            tensors = ([(f"{name}.in_proj_weight", mod.in_proj_weight)]
+                       if mod._qkv_same_embed_dim else
+                       [(f"{name}.{c}_proj_weight", getattr(mod, f"{c}_proj_weight"))
+                        for c in "qkv"]) if part == "in_proj" else \
+                [(f"{name}.out_proj.weight", mod.out_proj.weight)]
+            n = sum(w.numel() for _, w in tensors)
+            nz = sum(round(density(key, w) * w.numel()) for key, w in tensors)
+            bias = mod.in_proj_bias if part == "in_proj" else mod.out_proj.bias
+            nb = bias.numel() if bias is not None else 0
+            rows.append({"layer": f"{name}.{part}", "type": "MultiheadAttention",
+                         "params": n + nb, "nonzero_params": nz + nb, "macs": macs,
+                         "nonzero_macs": int(round(macs * nz / max(n, 1)))})
+
     handles = [m.register_forward_hook(hook) for m in model.modules()
                if isinstance(m, (nn.Conv2d, nn.Linear))]
+    handles += [m.register_forward_hook(attention, with_kwargs=True) for m in model.modules()
+                if isinstance(m, nn.MultiheadAttention)]
     was = model.training
     try:
         p = next(model.parameters())
