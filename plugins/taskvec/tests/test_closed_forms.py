@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import nn
 from weightlab import plugins
+from weightlab.errors import UsageError
 from weightlab.interpolation import average_states
 from weightlab.merging import merge_from_base
 from weightlab_taskvec.taskvec import model_stock_ratio, slerp, trim
@@ -198,5 +199,5 @@ def test_buffers_are_averaged_and_counters_come_from_the_base():
     want = base.fc.weight + 0.5 * (0.5 * (tuned[0].fc.weight - base.fc.weight)
                                    + 1.5 * (tuned[1].fc.weight - base.fc.weight))
     torch.testing.assert_close(st["fc.weight"], want.detach())
-    with pytest.raises(Exception, match="merges exactly two models"):
+    with pytest.raises(UsageError, match="merges exactly two models"):
         merge_from_base(base, tuned + [base], [1 / 3] * 3, method=method("slerp"))
