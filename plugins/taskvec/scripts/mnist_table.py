@@ -3,7 +3,8 @@ different seeds, merged by every task-vector method and by uniform and greedy so
 
     .venv/bin/python plugins/taskvec/scripts/mnist_table.py --data-dir ../shared/data
 
-prints the Markdown table (test top-1, 10,000 MNIST test images). The trained models are
+prints the Markdown table (test top-1, 10,000 MNIST test images), with one torch thread as the
+tests (the summation order, hence the trained models, depends on it). The trained models are
 cached like :func:`weightlab.testing.trained` (``.pytest_cache/weightlab``), so the tests that
 load this file (plugins/taskvec/tests) and this script train them once; about 15 s on a CPU.
 """
@@ -111,6 +112,9 @@ def main() -> None:
     ap.add_argument("--data-dir", type=Path, required=True, help="folder holding MNIST/raw")
     ap.add_argument("--json", action="store_true", help="print the rows as JSON")
     args = ap.parse_args()
+    import torch
+
+    torch.set_num_threads(1)  # as the tests: another thread count trains other models
     rows = measure(args.data_dir)
     if args.json:
         print(json.dumps(rows, indent=1))

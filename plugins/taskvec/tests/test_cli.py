@@ -19,9 +19,9 @@ def run(capsys, *argv):
 
 
 def test_merge_with_base_writes_a_ties_merge(mnist_ingredients, tmp_path, capsys):
-    """TIES (k = 20 %) of the three MNIST ingredients: 97.19 % test top-1 (as through the
-    operation); the base is evaluated beside them (96.00 %). With the RESCALE normalizer
-    after it (references: the fine-tuned models) measured 97.23 %; bound: ≥ the base."""
+    """TIES (k = 20 %) of the three MNIST ingredients: 97.35 % test top-1 (as through the
+    operation); the base is evaluated beside them (96.06 %). With the RESCALE normalizer
+    after it (references: the fine-tuned models) measured 97.37 %; bound: ≥ the base."""
     root, base, tuned = mnist_ingredients
     out = tmp_path / "ties.safetensors"
     code, text, err = run(capsys, "merge", *tuned, "--base", base, "--method", "ties",
@@ -29,8 +29,9 @@ def test_merge_with_base_writes_a_ties_merge(mnist_ingredients, tmp_path, capsys
     assert code == 0, err
     res = json.loads(text)
     rows = res["evaluation"]
-    assert rows[-2]["model"] == f"base {base}" and rows[-2]["top1"] == pytest.approx(0.96)
-    assert rows[-1]["top1"] == pytest.approx(0.9719)
+    assert rows[-2]["model"] == f"base {base}"
+    assert rows[-2]["top1"] == pytest.approx(0.9606, abs=1e-4)
+    assert rows[-1]["top1"] == pytest.approx(0.9735, abs=1e-4)
     ck = ckpt_io.load(out)
     assert ck.provenance["base"] == str(base) and ck.provenance["matcher"] is None
     assert ck.provenance["method"] == {"name": "ties", "params": {"density": 0.2,
