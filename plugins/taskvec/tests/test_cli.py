@@ -71,3 +71,23 @@ def test_merge_with_base_rejects_bad_input_in_one_line(mnist_ingredients, tmp_pa
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert str(other) in err and "'layers.1.weight'" in err and "shape" in err
     assert not out.exists()
+
+
+def test_a_recipe_merge_step_names_a_merge_method(mnist_ingredients, tmp_path, capsys):
+    """In a recipe, merge's ``method`` is a merge method (soup's is an ensemble): validated
+    before any work, and the taskvec plugin's code keys the step's cache."""
+    from weightlab.recipes import cache, commands
+
+    root, base, tuned = mnist_ingredients
+    recipe = tmp_path / "r.toml"
+    for method, ok in (("ties", True), ("tie", False)):
+        recipe.write_text(f'title = "t"\n[[step]]\nname = "tv"\ndo = "merge"\n'
+                          f'checkpoints = {[str(p) for p in tuned]!r}\nbase = "{base}"\n'
+                          f'method = "{method}"\nmethod_param = {{ density = 0.5 }}\n'
+                          .replace("'", '"'))
+        code, _, err = run(capsys, "run", recipe, "--dry-run")
+        assert (code == 0) == ok, err
+        if not ok:
+            assert "unknown merge_method 'tie'" in err and "did you mean 'ties'" in err
+    key = cache.code_key(commands.command("merge"), {"method": "ties"})
+    assert "taskvec" in key and "sparse-soup" not in key
