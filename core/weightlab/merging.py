@@ -100,7 +100,7 @@ def merge_from_base(base: nn.Module, models: Sequence[nn.Module], weights: Seque
     if method.pairwise_only and len(models) != 2:
         raise UsageError(f"merge method {method.name} merges exactly two models, got "
                          f"{len(models)}")
-    names = [n for n, p in base.named_parameters() if p.is_floating_point()]
+    names = [n for n, p in base.named_parameters(remove_duplicate=False) if p.is_floating_point()]
     states = [m.state_dict() for m in models]
     base_state = base.state_dict()
     merged = method.combine({k: base_state[k] for k in names},
