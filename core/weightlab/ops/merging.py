@@ -24,9 +24,10 @@ Params = dict[str, Any] | list[str] | None
 
 
 def _prepare(checkpoints, matcher, matcher_param, normalizer, normalizer_param, data, data_dir,
-             device, calibration_samples, need_data=False):
-    """Models, components, data (when someone needs it), calibration loader and graph."""
-    loaded = load_checkpoints(checkpoints, device)
+             device, calibration_samples, need_data=False, loaded=None):
+    """Models (unless ``loaded`` already holds them), components, data (when someone needs
+    it), calibration loader and graph."""
+    loaded = loaded if loaded is not None else load_checkpoints(checkpoints, device)
     m = component("matchers", matcher, matcher_param)
     n = component("normalizers", normalizer, normalizer_param)
     wants = need_data or any(c is not None and c.needs_data for c in (m, n))
@@ -75,7 +76,7 @@ def merge(
     their task vectors θ_k − θ_base (TIES, DARE, …), then the normalizer applies."""
     from weightlab import checkpoint as ckpt_io
     from weightlab.merging import merge as run_merge
-    from weightlab.merging import normalize_weights
+    from weightlab.merging import merge_from_base, normalize_weights
     from weightlab.metrics import evaluate as run_eval
 
     if len(checkpoints) < 2:
@@ -90,10 +91,12 @@ def merge(
         check_writable(out, force)
     w = normalize_weights(_floats(weights, "weights"), len(checkpoints), alpha)
     meth = component("merge_methods", method, method_param)
+    loaded = load_checkpoints(checkpoints, device)
+    based = _load_base(base, loaded) if meth is not None else None
     loaded, m, n, bundle, calib, graph = _prepare(
         checkpoints, matcher if matcher is not None or base is not None else "weight",
         matcher_param, normalizer, normalizer_param, data, data_dir, device,
-        calibration_samples, need_data=evaluate)
+        calibration_samples, need_data=evaluate, loaded=loaded)
     if meth is None:
         res = run_merge(loaded.models, w, matcher=m, graph=graph, match_data=calib,
                         normalizer=n, calibration=calib)
@@ -101,7 +104,8 @@ def merge(
         if m is not None and m.needs_graph:
             raise UsageError(f"matcher={m.name}: models fine-tuned from one base are merged "
                              f"in place; with base use no matcher (or identity)")
-        res, based = _merge_from_base(base, loaded, w, meth, n, calib)
+        res = merge_from_base(based.models[0], loaded.models, w, method=meth, normalizer=n,
+                              calibration=calib)
     ck0 = loaded.ckpts[0]
     rows: list[dict[str, Any]] = []
     metrics = {}
@@ -127,18 +131,15 @@ def merge(
                        aligned=res.aligned, alignments=res.alignments)
 
 
-def _merge_from_base(base, loaded, weights, method, normalizer, calibration):
-    """The task-vector merge of ``loaded`` models fine-tuned from ``base`` (loaded here and
-    checked against the first model: one line naming the base file and the first tensor that
-    differs)."""
-    from weightlab.merging import check_compatible, merge_from_base
+def _load_base(base, loaded):
+    """The base checkpoint, checked against the first model: one line naming the base file
+    and the first tensor that differs."""
+    from weightlab.merging import check_compatible
 
     based = load_checkpoints([base], loaded.device, check=False)
     check_compatible([loaded.models[0].state_dict(), based.models[0].state_dict()],
                      [loaded.paths[0], based.paths[0]])
-    res = merge_from_base(based.models[0], loaded.models, weights, method=method,
-                          normalizer=normalizer, calibration=calibration)
-    return res, based
+    return based
 
 
 def _floats(value: Any, field: str) -> list[float] | None:

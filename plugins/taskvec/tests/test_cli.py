@@ -66,8 +66,8 @@ def test_merge_with_base_rejects_bad_input_in_one_line(mnist_ingredients, tmp_pa
     net = testing.tiny_model("mlp", (1, 28, 28), depth=2, width=64)
     ckpt_io.save(ckpt_io.from_model(net, ckpt_io.model_info("mlp", {"depth": 2, "width": 64},
                                                              (1, 28, 28), 10)), other)
-    code, _, err = run(capsys, "merge", *tuned, "--base", other, "--method", "ties",
-                       "--no-evaluate", "-o", out)
+    # checked before any data is read (no --data-dir here: evaluating would need it)
+    code, _, err = run(capsys, "merge", *tuned, "--base", other, "--method", "ties", "-o", out)
     assert code == 1 and len(err.strip().splitlines()) == 1, err
     assert str(other) in err and "'layers.1.weight'" in err and "shape" in err
     assert not out.exists()
