@@ -31,8 +31,16 @@ def merge(
     checkpoints: list[Path] = typer.Argument(..., help="two or more checkpoints; all are "
                                              "aligned to the first"),
     out: Path = typer.Option(..., "--out", "-o", help="merged checkpoint to write"),
-    matcher: str = MATCHER_OPT, matcher_param: list[str] = MPARAM_OPT,
+    matcher: str = typer.Option(None, "--matcher", help="alignment: identity, weight, "
+                                "activation, zipit, cca, … (default: weight; none with --base)"),
+    matcher_param: list[str] = MPARAM_OPT,
     normalizer: str = NORMALIZER_OPT, normalizer_param: list[str] = NPARAM_OPT,
+    base: Path = typer.Option(None, "--base", help="the checkpoint the models were fine-tuned "
+                              "from: merge their task vectors θ_k − θ_base with --method"),
+    method: str = typer.Option(None, "--method", help="task-vector merge method (with --base):"
+                               " task_arithmetic, ties, dare, model_stock, slerp"),
+    method_param: list[str] = typer.Option(None, "--method-param", "--param",
+                                           help="merge method parameter key=value"),
     alpha: float = typer.Option(None, "--alpha", help="weight of the second model (two models)"),
     weights: str = typer.Option(None, "--weights", help="comma list of per-model weights"),
     data: str = typer.Option(None, "--data", help="dataset (default: the checkpoints')"),
@@ -42,11 +50,13 @@ def merge(
     device: str = DEVICE_OPT, force: bool = FORCE_OPT, json_out: bool = JSON_OPT,
 ):
     """Align N models to the first, average them, optionally re-normalize; write a plain
-    checkpoint of the same architecture with the provenance in its header."""
+    checkpoint of the same architecture with the provenance in its header. With --base
+    (models fine-tuned from one checkpoint), --method combines their task vectors instead."""
     from weightlab.ops import merge as run
 
     res = run(checkpoints, out=out, matcher=matcher, matcher_param=matcher_param,
-              normalizer=normalizer, normalizer_param=normalizer_param, alpha=alpha,
+              normalizer=normalizer, normalizer_param=normalizer_param, base=base,
+              method=method, method_param=method_param, alpha=alpha,
               weights=weights, data=data, data_dir=data_dir,
               calibration_samples=calibration_samples, evaluate=evaluate, device=device,
               force=force)

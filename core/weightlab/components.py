@@ -19,7 +19,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
     from weightlab.data.loaders import DeviceLoader
 
-KINDS = ("models", "datasets", "matchers", "normalizers", "pruners", "ensembles", "executors")
+KINDS = ("models", "datasets", "matchers", "normalizers", "pruners", "ensembles", "executors",
+         "merge_methods")
 
 
 class Component:
@@ -272,8 +273,35 @@ class Executor(Component):
         self.close()
 
 
+class MergeMethod(Component):
+    """Combines models fine-tuned from one base through their task vectors τ_k = θ_k − θ_base
+    (task arithmetic, TIES, DARE, Model Stock, SLERP).
+
+    ``combine(base, states, weights)`` receives the base's and each model's floating-point
+    *parameters* (name → tensor, same keys and shapes) and the per-model weights (sum 1;
+    uniform unless the caller gives others) and returns the merged parameters. Buffers
+    (BatchNorm running statistics) never reach it: the platform averages them with the weights
+    and takes integer buffers from the base (:func:`weightlab.merging.merge_from_base`).
+    ``pairwise_only``: the method merges exactly two models (SLERP).
+
+    Example::
+
+        class Sum(MergeMethod):
+            name, summary = "sum", "θ_base + Σ_k τ_k"
+            def combine(self, base, states, weights):
+                return {k: b + sum(s[k] - b for s in states) for k, b in base.items()}
+    """
+
+    kind = "merge_methods"
+    pairwise_only: ClassVar[bool] = False
+
+    def combine(self, base: dict[str, torch.Tensor], states: Sequence[dict[str, torch.Tensor]],
+                weights: Sequence[float]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+
 BASES: dict[str, type[Component]] = {
     "models": Model, "datasets": Dataset, "matchers": Matcher,
     "normalizers": Normalizer, "pruners": Pruner, "ensembles": Ensemble,
-    "executors": Executor,
+    "executors": Executor, "merge_methods": MergeMethod,
 }

@@ -52,3 +52,8 @@ def weightlab_register_commands(app):
 @hookspec
 def weightlab_register_executors():
     """Return a list of :class:`weightlab.components.Executor` subclasses."""
+
+
+@hookspec
+def weightlab_register_merge_methods():
+    """Return a list of :class:`weightlab.components.MergeMethod` subclasses."""

@@ -84,3 +84,34 @@ def merge(models: Sequence[nn.Module], weights: Sequence[float], *, matcher: Any
     if normalizer is not None:
         merged = normalizer.apply(merged, aligned, list(weights), calibration, graph)
     return MergeResult(merged, aligned, alignments, list(weights))
+
+
+def merge_from_base(base: nn.Module, models: Sequence[nn.Module], weights: Sequence[float], *,
+                    method: Any, normalizer: Any = None, calibration: Any = None
+                    ) -> MergeResult:
+    """Merge models fine-tuned from ``base`` in place (no alignment: they share its basis).
+    ``method`` (a :class:`weightlab.components.MergeMethod`) combines the floating-point
+    parameters through the task vectors θ_k − θ_base. Buffers are running statistics of each
+    model's activations, not learned directions, so they are not trimmed, dropped or rescaled:
+    floating ones are averaged with ``weights`` (what a soup does; a normalizer such as
+    reset_bn re-estimates them for the merged weights) and integer ones
+    (num_batches_tracked) come from the base. The normalizer gets the fine-tuned models as
+    references."""
+    if method.pairwise_only and len(models) != 2:
+        raise UsageError(f"merge method {method.name} merges exactly two models, got "
+                         f"{len(models)}")
+    names = [n for n, p in base.named_parameters(remove_duplicate=False) if p.is_floating_point()]
+    states = [m.state_dict() for m in models]
+    base_state = base.state_dict()
+    merged = method.combine({k: base_state[k] for k in names},
+                            [{k: s[k] for k in names} for s in states], list(weights))
+    averaged = average_states(states, weights)
+    tuned = set(names)
+    state = {k: merged[k].to(t.dtype) if k in tuned else
+             (averaged[k] if t.is_floating_point() else base_state[k].clone())
+             for k, t in base_state.items()}
+    out = with_state(base, state)
+    if normalizer is not None:
+        out = normalizer.apply(out, list(models), list(weights), calibration, None)
+    return MergeResult(out, list(models), [None] * len(models), list(weights),
+                       {"method": method.name})

@@ -24,9 +24,10 @@ Params = dict[str, Any] | list[str] | None
 
 
 def _prepare(checkpoints, matcher, matcher_param, normalizer, normalizer_param, data, data_dir,
-             device, calibration_samples, need_data=False):
-    """Models, components, data (when someone needs it), calibration loader and graph."""
-    loaded = load_checkpoints(checkpoints, device)
+             device, calibration_samples, need_data=False, loaded=None):
+    """Models (unless ``loaded`` already holds them), components, data (when someone needs
+    it), calibration loader and graph."""
+    loaded = loaded if loaded is not None else load_checkpoints(checkpoints, device)
     m = component("matchers", matcher, matcher_param)
     n = component("normalizers", normalizer, normalizer_param)
     wants = need_data or any(c is not None and c.needs_data for c in (m, n))
@@ -46,11 +47,18 @@ def merge(
     checkpoints: Annotated[list[CheckpointLike], Opt("two or more checkpoints; all are aligned "
                                                      "to the first", input=True)],
     out: Annotated[Path | None, Opt("merged checkpoint to write (none: not saved)")] = None,
-    matcher: Annotated[Any, Opt("identity, weight, activation, zipit, cca, … or a Matcher")
-                       ] = "weight",
+    matcher: Annotated[Any, Opt("identity, weight, activation, zipit, cca, … or a Matcher "
+                                "(default: weight; none with base)")] = None,
     matcher_param: Annotated[Params, Opt("matcher parameters")] = None,
     normalizer: Annotated[Any, Opt("reset_bn, repair, rescale, … or a Normalizer")] = None,
     normalizer_param: Annotated[Params, Opt("normalizer parameters")] = None,
+    base: Annotated[CheckpointLike | None, Opt("the checkpoint the models were fine-tuned "
+                                               "from: merge their task vectors θ_k − θ_base "
+                                               "with method", input=True)] = None,
+    method: Annotated[Any, Opt("task-vector merge method (with base): task_arithmetic, ties, "
+                               "dare, model_stock, slerp or a MergeMethod")] = None,
+    method_param: Annotated[Params, Opt("merge method parameters", aliases=("param",))
+                            ] = None,
     alpha: Annotated[float | None, Opt("weight of the second model (two models)", min=0,
                                        max=1)] = None,
     weights: Annotated[list[float] | str | None, Opt("per-model weights")] = None,
@@ -63,22 +71,41 @@ def merge(
     force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
 ) -> MergeResult:
     """Align N models to the first, average them, optionally re-normalize; write a plain
-    checkpoint of the same architecture with the provenance in its header."""
+    checkpoint of the same architecture with the provenance in its header. With ``base``
+    (models fine-tuned from one checkpoint) the models are not aligned: ``method`` combines
+    their task vectors θ_k − θ_base (TIES, DARE, …), then the normalizer applies."""
     from weightlab import checkpoint as ckpt_io
     from weightlab.merging import merge as run_merge
-    from weightlab.merging import normalize_weights
+    from weightlab.merging import merge_from_base, normalize_weights
     from weightlab.metrics import evaluate as run_eval
 
     if len(checkpoints) < 2:
         raise UsageError(f"checkpoints: merge needs at least two, got {len(checkpoints)}")
+    if base is None and method is not None:
+        raise UsageError("method: task-vector merging needs base=CHECKPOINT, the checkpoint "
+                         "the models were fine-tuned from")
+    if base is not None and method is None:
+        raise UsageError("base: name how the task vectors are combined: method=task_arithmetic,"
+                         " ties, dare, model_stock or slerp")
     if out is not None:
         check_writable(out, force)
     w = normalize_weights(_floats(weights, "weights"), len(checkpoints), alpha)
+    meth = component("merge_methods", method, method_param)
+    loaded = load_checkpoints(checkpoints, device)
+    based = _load_base(base, loaded) if meth is not None else None
     loaded, m, n, bundle, calib, graph = _prepare(
-        checkpoints, matcher, matcher_param, normalizer, normalizer_param, data, data_dir,
-        device, calibration_samples, need_data=evaluate)
-    res = run_merge(loaded.models, w, matcher=m, graph=graph, match_data=calib, normalizer=n,
-                    calibration=calib)
+        checkpoints, matcher if matcher is not None or base is not None else "weight",
+        matcher_param, normalizer, normalizer_param, data, data_dir, device,
+        calibration_samples, need_data=evaluate, loaded=loaded)
+    if meth is None:
+        res = run_merge(loaded.models, w, matcher=m, graph=graph, match_data=calib,
+                        normalizer=n, calibration=calib)
+    else:
+        if m is not None and m.needs_graph:
+            raise UsageError(f"matcher={m.name}: models fine-tuned from one base are merged "
+                             f"in place; with base use no matcher (or identity)")
+        res = merge_from_base(based.models[0], loaded.models, w, method=meth, normalizer=n,
+                              calibration=calib)
     ck0 = loaded.ckpts[0]
     rows: list[dict[str, Any]] = []
     metrics = {}
@@ -86,11 +113,15 @@ def merge(
         test = bundle.loader("test", batch_size=1000)
         for p, net in zip(loaded.paths, loaded.models):
             rows.append({"model": p, **run_eval(net, test)})
+        if meth is not None:
+            rows.append({"model": f"base {based.paths[0]}", **run_eval(based.models[0], test)})
         metrics = {"test": run_eval(res.model, test)}
         rows.append({"model": f"merged → {out}" if out else "merged", **metrics["test"]})
     prov = {"kind": "merged", "sources": loaded.paths, "weights": w,
             "matcher": describe(m), "normalizer": describe(n),
             "calibration_samples": calibration_samples if calib is not None else 0}
+    if meth is not None:
+        prov.update({"base": based.paths[0], "method": describe(meth)})
     ck = ckpt_io.from_model(res.model, ck0.model, data=ck0.data, metrics=metrics,
                             provenance=prov)
     if out is not None:
@@ -98,6 +129,17 @@ def merge(
     return MergeResult({"out": str(out) if out else None, "weights": w, "evaluation": rows,
                         "provenance": prov}, model=res.model, checkpoint=ck,
                        aligned=res.aligned, alignments=res.alignments)
+
+
+def _load_base(base, loaded):
+    """The base checkpoint, checked against the first model: one line naming the base file
+    and the first tensor that differs."""
+    from weightlab.merging import check_compatible
+
+    based = load_checkpoints([base], loaded.device, check=False)
+    check_compatible([loaded.models[0].state_dict(), based.models[0].state_dict()],
+                     [loaded.paths[0], based.paths[0]])
+    return based
 
 
 def _floats(value: Any, field: str) -> list[float] | None:

@@ -52,10 +52,12 @@ def code_key(cmd: Any, options: dict[str, Any]) -> dict[str, str]:
     """Version and code fingerprint of weightlab and of each plugin the step uses: the one
     providing the operation and those providing the components its options name."""
     from weightlab import __version__, plugins
+    from weightlab.recipes.commands import OPERATION_COMPONENT_OPTIONS
 
     used = {"builtin", cmd.operation.provider}
     reg = plugins.registry()
-    for key, kind in _COMPONENT_KINDS.items():
+    kinds = {**_COMPONENT_KINDS, **OPERATION_COMPONENT_OPTIONS.get(cmd.name, {})}
+    for key, kind in kinds.items():
         names = options.get(key), options.get(f"{key}s")
         for value in names:
             if not isinstance(value, str) or not value or "${" in value:

@@ -22,6 +22,8 @@ RUNNER_OPTIONS = ("force", "resume")
 COMPONENT_OPTIONS = {"matcher": "matchers", "normalizer": "normalizers", "pruner": "pruners",
                      "ensemble": "ensembles", "soup": "ensembles", "method": "ensembles",
                      "model": "models", "data": "datasets"}
+# options whose kind depends on the operation: merge's ``method`` names a merge method
+OPERATION_COMPONENT_OPTIONS = {"merge": {"method": "merge_methods"}}
 # comma-separated lists of components (sweeps: ``matchers = "weight,activation"``)
 LIST_COMPONENT_OPTIONS = {f"{k}s": v for k, v in COMPONENT_OPTIONS.items()
                           if k not in ("model", "data")}
@@ -200,7 +202,9 @@ def component_problems(cmd: Command, options: dict[str, Any]) -> list[tuple[str,
     reg = plugins.registry()
     out: list[tuple[str, str]] = []
     chosen: dict[str, Any] = {}
-    for key, kind in {**COMPONENT_OPTIONS, **LIST_COMPONENT_OPTIONS}.items():
+    kinds = {**COMPONENT_OPTIONS, **OPERATION_COMPONENT_OPTIONS.get(cmd.name, {}),
+             **LIST_COMPONENT_OPTIONS}
+    for key, kind in kinds.items():
         if key not in options or not cmd.has(key) or _unresolved(options[key]):
             continue
         value = options[key]
