@@ -100,6 +100,15 @@ def part_spaces(b: _Builder, n: fx.Node, space: int, parts: int) -> tuple[int, .
         del b.entries[k]
         for p, s in enumerate(new):
             b.entry(k[0], 0, s, n, offset=p * (size // parts))
+    # a bias concatenated in forward (BEiT's cat(q_bias, k_bias, v_bias)): one piece per part
+    pieces = b.packed.pop(r, [])
+    if pieces and [length for _, length in pieces] != [size // parts] * parts:
+        raise WeightlabError(f"{n.name}: a concatenated bias of pieces "
+                             f"{[length for _, length in pieces]} does not split into {parts} "
+                             f"parts")
+    for (key, _), s in zip(pieces, new):
+        if key in b.state_keys:  # not a non-persistent buffer (BEiT's zero k_bias)
+            b.entry(key, 0, s, n)
     if r in b.fixed:
         for s in new:
             b.fix(s, b.fixed[r])
@@ -167,6 +176,10 @@ def rule(b: _Builder, n: fx.Node, out):
         q, k, v = (b.tags.get(a) for a in args[:3])
         _qk(b, n, q, k)
         _tie(b, q, v)
+        mask = n.kwargs.get("attn_mask", args[3] if len(args) > 3 else None)
+        if isinstance(mask, fx.Node) and mask.meta.get("wl_shape") is not None:
+            # a tensor: a per-head bias or a mask the graph cannot follow
+            b.fix(q.spaces[0], f"{n.name}: a computed mask or bias is added to the scores")
         return v
     if fn in (F.softmax, torch.softmax) or (method and fn == "softmax") \
             or fn in ops.CARRY_FNS or (method and fn in ops.CARRY_METHODS):

@@ -35,6 +35,13 @@ class _Tag:
         return ndim - 1 if self.last else 1
 
 
+@dataclass(frozen=True)
+class _Packed:
+    """Parameters concatenated along their only axis: (key, length) per piece."""
+
+    pieces: tuple[tuple[str, int], ...]
+
+
 class _Tracer(fx.Tracer):
     """torch.nn modules are leaves (fx's default), and so are weightlab's own norms."""
 
@@ -113,6 +120,9 @@ class _Builder(fx.Interpreter):
         self.ties: list[tuple[int, int]] = []  # (query·key, value·output) spaces of a head
         self.head_tags: dict[fx.Node, tuple[str, int]] = {}  # per-head bias → (table, axis)
         self.dead: set[int] = set()  # spaces split into parts (a fused qkv output)
+        # a layer's bias concatenated from parameters in forward: space → [(key, length)]
+        self.packed: dict[int, list[tuple[str, int]]] = {}
+        self.state_keys = set(gm.state_dict())
         self.producers: list[tuple[int, str]] = []
         self.norms: list[tuple[int, str]] = []
         self.points: list[tuple[int, fx.Node]] = []
@@ -240,6 +250,11 @@ class _Builder(fx.Interpreter):
                     and isinstance(self.tags.get(src), str) \
                     and len(src.meta["wl_shape"]) == out.dim():
                 return self.tags[src]  # a view of a parameter (a class token expanded)
+            if fn in (torch.cat, torch.concat) and len(n.args[0]) > 1 and all(
+                    isinstance(self.tags.get(a), str) and len(a.meta["wl_shape"] or ()) == 1
+                    for a in n.args[0]) and out.dim() == 1:
+                # parameters concatenated (BEiT's qkv bias): remembered piece by piece
+                return _Packed(tuple((self.tags[a], a.meta["wl_shape"][0]) for a in n.args[0]))
             if (fn in ops.RESHAPE or (is_method and fn in ops.RESHAPE_METHODS)) \
                     and isinstance(self.tags.get(src), str) \
                     and sorted(out.shape)[-1] == ops.numel(out.shape):
@@ -377,12 +392,18 @@ class _Builder(fx.Interpreter):
         args = list(n.args) + [n.kwargs.get("weight"), n.kwargs.get("bias")][len(n.args) - 1:]
         keys = [self.tags.get(a) if isinstance(a, fx.Node) else None for a in args[1:3]]
         w = keys[0]
+        packed = keys[1] if isinstance(keys[1], _Packed) else None
         if not isinstance(w, str) or not w.endswith(".weight") or (
-                args[2] is not None and keys[1] != w.removesuffix(".weight") + ".bias"):
+                args[2] is not None and packed is None
+                and keys[1] != w.removesuffix(".weight") + ".bias"):
             raise WeightlabError(f"{n.name} (linear) with a computed weight or bias")
-        mod = types.SimpleNamespace(bias=args[2], in_features=self.param_shapes[w][1])
+        mod = types.SimpleNamespace(bias=None if packed else args[2],
+                                    in_features=self.param_shapes[w][1])
         node, t = arg
-        return self.layer(n, mod, node, t, out, name=w.removesuffix(".weight"))
+        res = self.layer(n, mod, node, t, out, name=w.removesuffix(".weight"))
+        if packed is not None:  # its pieces become entries when the output splits into parts
+            self.packed[self.find(res.space)] = list(packed.pieces)
+        return res
 
     def pad(self, n: fx.Node, arg, out):
         """F.pad of other axes than the channels' (a window partition's spatial padding)."""
@@ -570,6 +591,8 @@ class _Builder(fx.Interpreter):
         return args, kwargs
 
     def finish(self, fx_graph: fx.Graph) -> FeatureGraph:
+        for s in list(self.packed):  # a concatenated bias never split into parts: keep it
+            self.fix(s, "its bias is concatenated from several parameters")
         for a, b in self.ties:  # a fixed head space keeps its partner's heads in place too
             fa, fb = self.find(a), self.find(b)
             if (fa in self.fixed) != (fb in self.fixed):
