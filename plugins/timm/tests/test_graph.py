@@ -34,3 +34,15 @@ def test_an_unsupported_family_is_one_error_line(cli):
     assert code == 1 and out == ""
     assert err.count("\n") == 1
     assert err.startswith("error: ConvNeXt: ") and "weightlab_feature_spec" in err
+
+
+def test_the_documented_table_lists_the_passing_families():
+    from weightlab import testing
+
+    readme = (testing.REPO / "plugins" / "timm" / "README.md").read_text()
+    page = (testing.REPO / "docs" / "plugins" / "timm.md").read_text()
+    table = readme[readme.index("| family |"):]
+    assert table in page, "docs/plugins/timm.md and plugins/timm/README.md tables differ"
+    for family, model in PASSING.items():
+        assert f"| {family} | `{model}` | 3×64×64 | passes |" in table, family
+    assert "| convnext | `convnext_atto` | 3×64×64 | `ConvNeXt: mul" in table
