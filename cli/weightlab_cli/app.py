@@ -5,6 +5,7 @@ commands appear."""
 import typer
 
 from weightlab_cli import (
+    compare_cmd,
     components_cmd,
     evaluate_cmd,
     graph_cmd,
@@ -33,7 +34,7 @@ app.command("plot")(plot_cmd.plot)
 
 # Command groups of their own modules: merge/interpolate/diagnose/flops, prune, run (and
 # `plugins new`).
-for _module in (merge_cmd, graph_cmd, prune_cmd, run_cmd):
+for _module in (merge_cmd, compare_cmd, graph_cmd, prune_cmd, run_cmd):
     _module.register(app)
 
 

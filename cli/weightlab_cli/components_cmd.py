@@ -29,7 +29,8 @@ def _kind(kind: str) -> str:
 
 
 def list_components(kind: str = typer.Argument(..., help="models, datasets, matchers, "
-                                               "normalizers, pruners or ensembles"),
+                                               "normalizers, pruners, ensembles, executors or "
+                                               "merge_methods"),
                     json_out: bool = JSON_OPT):
     """Every registered component of one kind, with its provider and summary."""
     k = _kind(kind)

@@ -14,7 +14,7 @@ from weightlab.markers import hookimpl, hookspec
 __version__ = "0.1.0"
 
 _OPS = ("load", "save", "import_checkpoint", "flops", "graph_info", "evaluate", "train", "prune",
-        "merge", "interpolate", "diagnose")
+        "merge", "interpolate", "diagnose", "compare")
 __all__ = ["hookimpl", "hookspec", "__version__", "operation", "registry", *_OPS]
 
 

@@ -212,6 +212,29 @@ def sweep_figure(records: Sequence[dict[str, Any]], path: str | Path, *, title: 
     return save_png(path, draw)
 
 
+def compare_figure(rows: Sequence[dict[str, Any]], ends: Sequence[dict[str, Any]],
+                   path: str | Path) -> Path:
+    """Merged test top-1 per matcher × normalizer (``weightlab compare``), the endpoints as
+    dashed lines."""
+
+    def draw(fig, ax):
+        ok = [r for r in rows if r.get("top1") is not None]
+        ys = [100 * r["top1"] for r in ok]
+        ax.bar(range(len(ok)), ys, color="tab:blue")
+        ax.set_xticks(range(len(ok)), [f"{r['matcher']}\n{r['normalizer']}" for r in ok],
+                      fontsize=8)
+        for i, e in enumerate(ends):
+            ax.axhline(100 * e["top1"], color="gray", ls="--", lw=1,
+                       label=f"model {i + 1} ({100 * e['top1']:.1f} %)")
+        ax.set_ylim(0, 100)
+        ax.set_ylabel("merged test top-1 accuracy (%)")
+        ax.set_title("Merging methods on the same models", fontsize=11)
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+
+    return save_png(path, draw)
+
+
 def result_kind(res: Any) -> str:
     """'interpolation' or 'diagnose' for a result dict; UsageError otherwise."""
     if isinstance(res, dict) and "alpha" in res:

@@ -29,14 +29,15 @@ CARRY_METHODS = {"contiguous", "clone", "float", "double", "half", "to", "detach
                  "clamp_"}
 ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
                operator.isub, operator.imul, operator.neg, torch.add, torch.sub, torch.mul,
-               torch.div}
-ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_"}
+               torch.div, torch.addcmul}
+ELEMENTWISE_METHODS = {"add", "add_", "sub", "sub_", "mul", "mul_", "div", "div_", "addcmul",
+                       "addcmul_"}
 # by name, so that listing never imports torchvision: stochastic depth / drop path scale whole
 # samples (identity in eval mode), which commutes with permuting channels
 CARRY_FN_NAMES = {"torchvision.ops.stochastic_depth.stochastic_depth",
                   "timm.layers.drop.drop_path"}
 RESHAPE = {torch.flatten, torch.reshape}
-RESHAPE_METHODS = {"flatten", "view", "reshape"}
+RESHAPE_METHODS = {"flatten", "view", "reshape", "reshape_as", "view_as"}
 REDUCE = {torch.mean, torch.sum, torch.amax}
 REDUCE_METHODS = {"mean", "sum", "amax"}
 

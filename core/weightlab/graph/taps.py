@@ -43,6 +43,13 @@ def feature_reader(model: nn.Module, graph: FeatureGraph, points: Sequence[str])
         if layout in PROJECTIONS:  # attention's Q, K or V, computed from its inputs
             node = _projection(g, model, node, name, layout)
             layout = "last"
+        elif layout.startswith("heads:"):  # (…, H, …, d, …): heads and head dims flattened
+            h, d = (int(i) for i in layout.removeprefix("heads:").split(","))
+            with g.inserting_after(node):
+                moved = g.call_method("movedim", (node, (h, d), (-2, -1)))
+            with g.inserting_after(moved):
+                node = g.call_method("flatten", (moved, -2))
+            layout = "last"
         with g.inserting_after(node):
             src = g.call_method("movedim", (node, -1, 1)) if layout == "last" else node
         with g.inserting_after(src):

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weightlab.errors import WeightlabError
-from weightlab.graph import attention, ops
+from weightlab.graph import attention, heads, ops
 from weightlab.graph.spaces import Entry, FeatureGraph, Layer, Space
 
 
@@ -112,6 +112,7 @@ class _Builder(fx.Interpreter):
         self.groups: dict[int, int] = {}  # raw space → attention heads
         self.ties: list[tuple[int, int]] = []  # (query·key, value·output) spaces of a head
         self.head_tags: dict[fx.Node, tuple[str, int]] = {}  # per-head bias → (table, axis)
+        self.dead: set[int] = set()  # spaces split into parts (a fused qkv output)
         self.producers: list[tuple[int, str]] = []
         self.norms: list[tuple[int, str]] = []
         self.points: list[tuple[int, fx.Node]] = []
@@ -172,12 +173,14 @@ class _Builder(fx.Interpreter):
         return out
 
     def opaque(self, n: fx.Node, out) -> _Tag | None:
-        """An operation no rule covers (ShuffleNet's channel shuffle) on channels that are all
-        fixed already: whatever it computes from them, no permutation reaches it, so its
-        output is a new fixed space along axis 1. None where a free space is involved."""
+        """A reshape or transpose no rule covers (ShuffleNet's channel shuffle) of channels that
+        are all fixed already: no permutation reaches them, so its output is a new fixed space
+        along axis 1. None where a free space is involved, or for any other operation."""
         tags = [self.tag_of(a) for a in ops.flat_nodes((n.args, n.kwargs))]
         tags = [t for t in tags if t is not None]
-        if n.op == "call_module" or not tags or not isinstance(out, torch.Tensor) \
+        shape_op = n.target in ops.RESHAPE or n.target in (torch.permute, torch.transpose) or (
+            n.op == "call_method" and n.target in (*ops.RESHAPE_METHODS, "permute", "transpose"))
+        if not shape_op or not tags or not isinstance(out, torch.Tensor) \
                 or out.dim() < 2 or any(
                 self.find(t.space) not in self.fixed for t in tags):
             return None
@@ -213,6 +216,12 @@ class _Builder(fx.Interpreter):
         name = ops.op_name(n)
         if name in attention.FUNCTIONS:
             return attention.FUNCTIONS[name](self, n, out)
+        if any(isinstance(self.tags.get(a), (heads.Heads, heads.Scores, heads.Parts))
+               for a in ops.flat_nodes((n.args, n.kwargs))):
+            return heads.rule(self, n, out)
+        if isinstance(out, tuple) and tagged and (fn_split := self.part_split(n, tagged[0],
+                                                                              out)):
+            return fn_split
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
                 and n.args[0].meta.get("wl_shape") is None:
             # an item of a tuple (attention returns (output, weights)): the output's tag
@@ -231,6 +240,10 @@ class _Builder(fx.Interpreter):
                     and isinstance(self.tags.get(src), str) \
                     and len(src.meta["wl_shape"]) == out.dim():
                 return self.tags[src]  # a view of a parameter (a class token expanded)
+            if (fn in ops.RESHAPE or (is_method and fn in ops.RESHAPE_METHODS)) \
+                    and isinstance(self.tags.get(src), str) \
+                    and sorted(out.shape)[-1] == ops.numel(out.shape):
+                return self.tags[src]  # a per-channel vector viewed as (1, C, 1, 1)
             return None  # a constant computed from parameters or sizes
         first = tagged[0][1]
         if fn is operator.getitem:
@@ -242,6 +255,16 @@ class _Builder(fx.Interpreter):
             return first
         if fn in (torch.permute,) or (is_method and fn == "permute"):
             return self.permute(n, tagged[0], out)
+        if fn is F.pad:
+            return self.pad(n, tagged[0], out)
+        if fn is torch.roll or (is_method and fn == "roll"):  # a shifted window: tokens move
+            dims = n.args[2] if len(n.args) > 2 else n.kwargs.get("dims")
+            dims = [dims] if isinstance(dims, int) else list(dims or [])
+            ndim = out.dim()
+            if dims and not {d % ndim for d in dims} & {0, first.dim(ndim)}:
+                return first
+        if fn is F.linear:
+            return self.linear_fn(n, tagged[0], out)
         if fn in (torch.transpose, torch.swapaxes) or (is_method and fn in (
                 "transpose", "swapaxes")):
             return self.transpose(n, tagged[0], out)
@@ -300,8 +323,12 @@ class _Builder(fx.Interpreter):
                 # embedding (1, T, C) added to channels-last tokens: its last axis)
                 c_dim = t0.dim(out.dim())
                 axis = c_dim - (out.dim() - len(view))  # broadcasting aligns from the right
-                if axis < 0 or len(p) != len(view) or p[axis] != out.shape[c_dim] \
-                        or t0.repeat != 1:
+                if len(p) != len(view) and axis >= 0 and view[axis] == ops.numel(view) \
+                        == ops.numel(p):  # a vector viewed with unit axes: its long axis
+                    axis = list(p).index(max(p))
+                elif len(p) != len(view):
+                    axis = -1
+                if axis < 0 or p[axis] != out.shape[c_dim] or t0.repeat != 1:
                     raise WeightlabError(f"{n.name} ({ops.op_name(n)}): parameter {key} of shape "
                                          f"{list(p)} does not broadcast per channel")
                 self.entry(key, axis, space, n)
@@ -326,6 +353,46 @@ class _Builder(fx.Interpreter):
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) moves the channel axis of a "
                                  f"{list(node.meta['wl_shape'])} tensor to position {new}")
         return _Tag(t.space, 1, new == ndim - 1 and ndim > 2)
+
+    def part_split(self, n: fx.Node, arg, out):
+        """chunk/split of channels-last channels into equal parts along the channel axis
+        (MaxViT's q, k, v = qkv.chunk(3, dim=-1)): each part its own space."""
+        fn, method = n.target, n.op == "call_method"
+        if not (fn in (torch.chunk, torch.split, torch.tensor_split)
+                or (method and fn in ("chunk", "split", "tensor_split"))):
+            return None
+        node, t = arg
+        x = node.meta["wl_shape"]
+        dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 0)
+        sizes = {tuple(o.shape) for o in out}
+        if not t.last or int(dim) % len(x) != len(x) - 1 or len(sizes) != 1:
+            return None
+        spaces = heads.part_spaces(self, n, t.space, len(out))
+        return heads.Parts(tuple(_Tag(s, 1, True) for s in spaces))
+
+    def linear_fn(self, n: fx.Node, arg, out):
+        """F.linear(x, module.weight, module.bias) (timm's Linear subclass): a linear layer."""
+        import types
+
+        args = list(n.args) + [n.kwargs.get("weight"), n.kwargs.get("bias")][len(n.args) - 1:]
+        keys = [self.tags.get(a) if isinstance(a, fx.Node) else None for a in args[1:3]]
+        w = keys[0]
+        if not isinstance(w, str) or not w.endswith(".weight") or (
+                args[2] is not None and keys[1] != w.removesuffix(".weight") + ".bias"):
+            raise WeightlabError(f"{n.name} (linear) with a computed weight or bias")
+        mod = types.SimpleNamespace(bias=args[2], in_features=self.param_shapes[w][1])
+        node, t = arg
+        return self.layer(n, mod, node, t, out, name=w.removesuffix(".weight"))
+
+    def pad(self, n: fx.Node, arg, out):
+        """F.pad of other axes than the channels' (a window partition's spatial padding)."""
+        node, t = arg
+        pad = list(n.args[1] if len(n.args) > 1 else n.kwargs["pad"])
+        c_dim = t.dim(out.dim())
+        i = out.dim() - 1 - c_dim  # pad pairs run from the last axis backwards
+        if t.repeat != 1 or (2 * i + 1 < len(pad) and (pad[2 * i] or pad[2 * i + 1])):
+            raise WeightlabError(f"{n.name} (pad) pads the channel axis")
+        return t
 
     def transpose(self, n: fx.Node, arg, out):
         """Swapping two axes: a permutation of the axes (the channel axis between 1 and last)."""
@@ -376,6 +443,8 @@ class _Builder(fx.Interpreter):
         x = node.meta["wl_shape"]
         if tuple(out.shape) == x:
             return t
+        if t.last and t.repeat == 1 and (h := heads.split(self, n, t, x, out)) is not None:
+            return h  # channels into (parts,) heads and head dims: attention by hand
         if t.repeat == 1 and out.dim() >= 2 and (
                 (t.last and out.shape[-1] == x[-1] and len(x) > 2)
                 or (not t.last and out.dim() > 2 and tuple(out.shape[:2]) == tuple(x[:2]))):
@@ -434,16 +503,27 @@ class _Builder(fx.Interpreter):
         if isinstance(mod, ops.CARRY_MODULES):
             self.carry_check(n, tagged, out)
             return t
+        if isinstance(mod, (nn.modules.padding._ConstantPadNd, nn.modules.padding._ReflectionPadNd,
+                            nn.modules.padding._ReplicationPadNd)) and not t.last \
+                and len(mod.padding) // 2 <= out.dim() - 2:  # spatial padding (stem.pad)
+            self.carry_check(n, tagged, out)
+            return t
         if isinstance(mod, nn.Flatten):
             return self.reshape(n, (node, t), out)
         raise WeightlabError(f"cannot trace the feature spaces: unsupported module {name} "
                              f"({type(mod).__name__}); define weightlab_feature_spec(self)")
 
-    def layer(self, n: fx.Node, mod: nn.Module, node: fx.Node, t: _Tag, out):
-        name = n.target
+    def layer(self, n: fx.Node, mod: nn.Module, node: fx.Node, t: _Tag, out,
+              name: str | None = None):
+        name = name or n.target
         conv = isinstance(mod, nn.modules.conv._ConvNd)
         if isinstance(mod, nn.modules.conv._ConvTransposeNd):
             raise WeightlabError(f"unsupported module {name} (transposed convolution)")
+        if not conv and len(node.meta["wl_shape"]) > 2 and not t.last \
+                and self.find(t.space) not in self.fixed and t.repeat == 1:
+            # a linear over the last axis of (N, C, T) features: it mixes tokens (MLP-Mixer),
+            # each channel separately, and keeps the channels on axis 1
+            return t
         if not conv and len(node.meta["wl_shape"]) > 2 and not t.last \
                 and self.find(t.space) in self.fixed:
             # fixed channels read along the last axis (an input of tokens (N, L, C)): a fixed
@@ -490,9 +570,14 @@ class _Builder(fx.Interpreter):
         return args, kwargs
 
     def finish(self, fx_graph: fx.Graph) -> FeatureGraph:
+        for a, b in self.ties:  # a fixed head space keeps its partner's heads in place too
+            fa, fb = self.find(a), self.find(b)
+            if (fa in self.fixed) != (fb in self.fixed):
+                self.fix(fb if fa in self.fixed else fa, "tied to a fixed head space")
         roots: dict[int, int] = {}  # raw root → compact id, in order of first appearance
         for s in range(len(self.parent)):
-            roots.setdefault(self.find(s), len(roots))
+            if self.find(s) not in self.dead:
+                roots.setdefault(self.find(s), len(roots))
         spaces = {i: Space(i, self.size[r], fixed=r in self.fixed, reason=self.fixed.get(r, ""))
                   for r, i in roots.items()}
         for s, g in self.groups.items():

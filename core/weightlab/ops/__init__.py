@@ -18,7 +18,7 @@ _WHERE = {
     "load": "models", "save": "models", "import_checkpoint": "models", "flops": "models",
     "graph_info": "models",
     "evaluate": "evaluation", "train": "training", "prune": "pruning",
-    "merge": "merging", "interpolate": "merging", "diagnose": "merging",
+    "merge": "merging", "interpolate": "merging", "diagnose": "merging", "compare": "comparing",
 }
 __all__ = [*_WHERE, "CORE_OPERATIONS", "get", "operations", "run"]
 
