@@ -47,6 +47,12 @@ class TimmModel(Model):
     Swin, MaxViT, …) is built for the shape weightlab asks for (``img_size=(H, W)``), as timm
     does itself. ``img_size`` overrides the default shape. The pretrained configuration's
     ``mean``/``std`` belong to the dataset in weightlab; ``pretrained_cfg`` reports them.
+
+    Example::
+
+        m = plugins.registry().create("models", "timm/vit_tiny_patch16_224")
+        m.default_input_shape                              # (3, 224, 224), timm's input_size
+        net = m.build((3, 32, 32), num_classes=10)         # img_size=(32, 32): fixed-size
     """
 
     name = "timm"
