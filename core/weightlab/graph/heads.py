@@ -86,26 +86,30 @@ def split(b: _Builder, n: fx.Node, t: _Tag, x: tuple, out: torch.Tensor):
     return Heads(spaces, heads, dh, nd - 3 if parts > 1 else None, nd - 2, nd - 1)
 
 
-def part_spaces(b: _Builder, n: fx.Node, space: int, parts: int) -> tuple[int, ...]:
-    """Split a layer's freshly produced space into ``parts`` equal spaces (its weight rows and
-    bias at offsets p·C/parts). Refused once the space is tied to anything else."""
+def part_spaces(b: _Builder, n: fx.Node, space: int, parts: int | list[int]
+                ) -> tuple[int, ...]:
+    """Split a layer's freshly produced space into parts (``parts`` equal ones, or of the
+    given sizes): its weight rows, bias and norm tensors at the parts' offsets. Refused once
+    the space is tied to anything else."""
     r = b.find(space)
     size = b.size[r]
+    sizes = [size // parts] * parts if isinstance(parts, int) else list(parts)
     mine = [(k, v) for k, v in b.entries.items() if b.find(v[0]) == r]
-    if size % parts or any(k[1] != 0 or k[2] or k[3] or v[1] != 1 for k, v in mine):
-        raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits channels into {parts} parts "
-                             f"after they were combined with other tensors")
-    new = tuple(b.new(size // parts) for _ in range(parts))
+    if sum(sizes) != size or any(k[1] != 0 or k[2] or k[3] or v[1] != 1 for k, v in mine):
+        raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits channels into parts "
+                             f"{sizes} after they were combined with other tensors")
+    new = tuple(b.new(z) for z in sizes)
+    offsets = [sum(sizes[:p]) for p in range(len(sizes))]
     for k, _ in mine:
         del b.entries[k]
-        for p, s in enumerate(new):
-            b.entry(k[0], 0, s, n, offset=p * (size // parts))
+        for off, s in zip(offsets, new):
+            b.entry(k[0], 0, s, n, offset=off)
     # a bias concatenated in forward (BEiT's cat(q_bias, k_bias, v_bias)): one piece per part
     pieces = b.packed.pop(r, [])
-    if pieces and [length for _, length in pieces] != [size // parts] * parts:
+    if pieces and [length for _, length in pieces] != sizes:
         raise WeightlabError(f"{n.name}: a concatenated bias of pieces "
-                             f"{[length for _, length in pieces]} does not split into {parts} "
-                             f"parts")
+                             f"{[length for _, length in pieces]} does not split into parts "
+                             f"{sizes}")
     for (key, _), s in zip(pieces, new):
         if key in b.state_keys:  # not a non-persistent buffer (BEiT's zero k_bias)
             b.entry(key, 0, s, n)
@@ -115,6 +119,9 @@ def part_spaces(b: _Builder, n: fx.Node, space: int, parts: int) -> tuple[int, .
     prods = list(b.producers)
     b.producers[:] = [(s, name) for s, name in prods if b.find(s) != r] + [
         (p, name) for s, name in prods if b.find(s) == r for p in new]
+    norms = list(b.norms)
+    b.norms[:] = [(s, name) for s, name in norms if b.find(s) != r] + [
+        (p, name) for s, name in norms if b.find(s) == r for p in new]
     b.layers[:] = [(layer, s_in, new[0] if b.find(s_out) == r else s_out)
                    for layer, s_in, s_out in b.layers]
     b.dead.add(r)

@@ -229,9 +229,16 @@ class _Builder(fx.Interpreter):
         if any(isinstance(self.tags.get(a), (heads.Heads, heads.Scores, heads.Parts))
                for a in ops.flat_nodes((n.args, n.kwargs))):
             return heads.rule(self, n, out)
-        if isinstance(out, tuple) and tagged and (fn_split := self.part_split(n, tagged[0],
-                                                                              out)):
-            return fn_split
+        if isinstance(out, tuple) and tagged and any(isinstance(o, torch.Tensor) for o in out):
+            if (parts := self.part_split(n, tagged[0], out)) is not None:
+                return parts
+            if n.target in (torch.chunk, torch.split, torch.tensor_split, torch.unbind) or (
+                    n.op == "call_method" and n.target in ("chunk", "split", "tensor_split",
+                                                           "unbind")):
+                t = tagged[0][1]  # pieces along another axis each keep the channels
+                return heads.Parts(tuple(t for _ in out))
+            raise WeightlabError(f"cannot trace the feature spaces: unsupported operation "
+                                 f"{ops.op_name(n)} at node {n.name} returning a tuple")
         if n.target is operator.getitem and isinstance(n.args[0], fx.Node) \
                 and n.args[0].meta.get("wl_shape") is None:
             # an item of a tuple (attention returns (output, weights)): the output's tag
@@ -370,8 +377,10 @@ class _Builder(fx.Interpreter):
         return _Tag(t.space, 1, new == ndim - 1 and ndim > 2)
 
     def part_split(self, n: fx.Node, arg, out):
-        """chunk/split of channels-last channels into equal parts along the channel axis
-        (MaxViT's q, k, v = qkv.chunk(3, dim=-1)): each part its own space."""
+        """chunk/split of the channels into parts along the channel axis (MaxViT's q, k, v =
+        qkv.chunk(3, dim=-1); CSPNet's x.split((c/2, c/2), dim=1)): a layer's fresh output
+        space becomes one space per part; channels already tied elsewhere are fixed and each
+        part is a fixed space of its own."""
         fn, method = n.target, n.op == "call_method"
         if not (fn in (torch.chunk, torch.split, torch.tensor_split)
                 or (method and fn in ("chunk", "split", "tensor_split"))):
@@ -379,11 +388,20 @@ class _Builder(fx.Interpreter):
         node, t = arg
         x = node.meta["wl_shape"]
         dim = n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 0)
-        sizes = {tuple(o.shape) for o in out}
-        if not t.last or int(dim) % len(x) != len(x) - 1 or len(sizes) != 1:
-            return None
-        spaces = heads.part_spaces(self, n, t.space, len(out))
-        return heads.Parts(tuple(_Tag(s, 1, True) for s in spaces))
+        c_dim = t.dim(len(x))
+        if int(dim) % len(x) != c_dim:
+            return None  # along another axis: every piece keeps the channels
+        sizes = [o.shape[c_dim] for o in out]
+        if t.repeat != 1:
+            raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits flattened channels")
+        try:
+            spaces = heads.part_spaces(self, n, t.space, sizes)
+        except WeightlabError:
+            self.fix(t.space, f"split into parts at {n.name}")
+            spaces = tuple(self.new(z) for z in sizes)
+            for s in spaces:
+                self.fix(s, f"a part of channels split at {n.name}")
+        return heads.Parts(tuple(_Tag(s, 1, t.last) for s in spaces))
 
     def linear_fn(self, n: fx.Node, arg, out):
         """F.linear(x, module.weight, module.bias) (timm's Linear subclass): a linear layer."""
@@ -615,13 +633,16 @@ class _Builder(fx.Interpreter):
             _add(spaces[roots[self.find(s)]].producers, name)
         for s, name in self.norms:
             _add(spaces[roots[self.find(s)]].norms, name)
-        for s, node in self.points:
-            _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
+        for s, node in self.points:  # (a space split into parts keeps none: its features
+            if self.find(s) in roots:  # are the parts' side by side)
+                _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
         for s, name in self.named_points:
             _add(spaces[roots[self.find(s)]].feature_points, name)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
+            if self.find(s) not in roots:
+                continue
             sp = spaces[roots[self.find(s)]]
-            if not any(roots[self.find(t)] == sp.id for t, _ in self.points) \
+            if not any(roots.get(self.find(t)) == sp.id for t, _ in self.points) \
                     and self.tag_of(node) and self.tag_of(node).repeat == 1:
                 _add(sp.feature_points, self.point_name(node))
         layers, seen = [], set()

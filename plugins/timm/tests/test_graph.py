@@ -24,6 +24,7 @@ PASSING = {
     "convmixer": ("convmixer_768_32", 64), "inception_v3": ("inception_v3", 128),
     "mixer": ("mixer_s32_224", 224), "resmlp": ("resmlp_12_224", 224),
     "vit": ("vit_tiny_patch16_224", 224), "deit": ("deit_tiny_patch16_224", 224),
+    "cspnet": ("cspresnet50", 64),
 }
 
 
