@@ -63,16 +63,19 @@ def test_obs_two_of_four_keeps_the_loss_magnitude_loses(setup):
 
 
 def test_obs_beats_magnitude_at_90_percent(setup):
-    """90% unstructured, each layer at 90% (as ``magnitude``): 88.57% against 82.63% top-1
-    (+5.9 points; asserted +4), loss 0.401 against 0.835."""
+    """90% unstructured, each layer at 90% (as ``magnitude``). The test loss is what OBS
+    minimizes layer by layer and it is robustly lower: 0.401 against 0.835 and 0.398 against
+    0.710 on two trainings of this MLP (the test cache retrains when the training code
+    changes; asserted < 0.6×). Top-1 is not robust: 88.57% against 82.63% on the first model,
+    87.72% against 88.64% on the second (asserted: within 2 points, and > 86%)."""
     dense, test, _ = setup
     _, _, rec = _obs(setup, 0.9)
     _, _, mag = pruning.one_shot(dense, plugins.registry().create("pruners", "magnitude"), 0.9,
                                  evaluate_on=test)
     assert rec["sparsity"] == pytest.approx(0.9, abs=1e-5) == mag["sparsity"]
     assert all(s == pytest.approx(0.9, abs=1e-4) for s in rec["layer_sparsity"].values())
-    assert rec["pruned"]["top1"] > mag["pruned"]["top1"] + 0.04
-    assert rec["pruned"]["top1"] > 0.87
     assert rec["pruned"]["loss"] < 0.6 * mag["pruned"]["loss"]
+    assert rec["pruned"]["top1"] > mag["pruned"]["top1"] - 0.02
+    assert rec["pruned"]["top1"] > 0.86
     errors = [v["error"] for v in rec["pruner_report"]["layers"].values()]
     assert all(0 < e < 0.3 for e in errors) and rec["pruner_report"]["samples"] == 1000

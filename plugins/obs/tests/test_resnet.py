@@ -42,16 +42,19 @@ def _run(setup, pruner, sparsity, normalizer=None, **values):
 
 
 def test_obs_beats_magnitude_at_80_percent_with_and_without_bn_reset(setup):
-    """80%: obs 69.2% against magnitude's 30.0% (asserted +25 points); after a BatchNorm reset
-    91.9% against 88.1% (asserted +2 points)."""
+    """80%, one shot: obs 69.2% against magnitude's 30.0%, and 54.2% against 36.9% on a second
+    training of this ResNet (the test cache retrains when the training code changes; asserted
+    +10 points, and a lower loss: 1.32 against 1.85 on the second). After a BatchNorm reset
+    the order is not robust: 91.9% against 88.1% on the first, 88.6% against 91.7% on the
+    second (asserted: both > 85%)."""
     if "reset_bn" not in {e.name for e in plugins.registry().all("normalizers")}:
         pytest.skip("the repair plugin (normalizer 'reset_bn') is not installed")
     obs = _run(setup, "obs", 0.8, "reset_bn")
     mag = _run(setup, "magnitude", 0.8, "reset_bn")
     assert obs["dense"]["top1"] > 0.98 and obs["sparsity"] == pytest.approx(0.8, abs=1e-4)
-    assert obs["pruned"]["top1"] > mag["pruned"]["top1"] + 0.25
-    assert obs["normalized"]["top1"] > mag["normalized"]["top1"] + 0.02
-    assert obs["normalized"]["top1"] > 0.90
+    assert obs["pruned"]["top1"] > mag["pruned"]["top1"] + 0.10
+    assert obs["pruned"]["loss"] < mag["pruned"]["loss"]
+    assert min(obs["normalized"]["top1"], mag["normalized"]["top1"]) > 0.85
     assert len(obs["pruner_report"]["layers"]) == 9  # 8 convs (2 shortcuts) + head; stem dense
 
 
