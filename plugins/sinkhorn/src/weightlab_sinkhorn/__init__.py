@@ -1,0 +1,1 @@
+"""weightlab plugin: Sinkhorn re-basin (Peña et al., CVPR 2023) as a matcher."""
