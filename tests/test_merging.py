@@ -164,3 +164,52 @@ def test_diagnose_tap_points_show_where_repair_acts():
     assert naive[-2] < 0.5 * naive[0]
     with pytest.raises(UsageError, match="tap='conv'"):
         weightlab.diagnose(paths, matcher="identity", tap="conv", samples=10)
+
+
+def test_merge_calls_match_many_when_a_matcher_aligns_all_models_jointly():
+    """A matcher defining ``match_many`` aligns all K models into one space itself (every
+    model, the first included, gets its alignment); one returning None, the base default, keeps
+    align-to-the-first with ``match``; a wrong count is one line."""
+    from weightlab.alignment import Alignment, permute_model, random_permutation
+    from weightlab.components import Matcher
+    from weightlab.merging import merge
+
+    net = testing.tiny_model("mlp", depth=2, width=16).eval()
+    graph = testing.trace(net)
+    gen = torch.Generator().manual_seed(0)
+    perms = [random_permutation(graph, gen) for _ in range(3)]
+    models = [permute_model(net, graph, p) for p in perms]  # three copies of one model
+    calls = []
+
+    class Joint(Matcher):
+        name, summary = "joint-test", "all models back to the original order"
+
+        def match_many(self, graph, models, data=None):
+            calls.append(len(models))
+            return [p.inverse() for p in perms[:len(models)]]
+
+        def match(self, graph, ref, other, data=None):
+            raise AssertionError("match must not be called when match_many answers")
+
+    res = merge(models, [1 / 3] * 3, matcher=Joint(), graph=graph)
+    assert calls == [3]
+    for key, value in net.state_dict().items():
+        assert torch.allclose(res.model.state_dict()[key].float(), value.float(), atol=1e-6), key
+
+    class Pairwise(Matcher):
+        name, summary = "pairwise-test", "identity, pair by pair"
+
+        def match(self, graph, ref, other, data=None):
+            calls.append("match")
+            return Alignment.identity(graph)
+
+    assert Pairwise().match_many(graph, models) is None
+    merge(models, [1 / 3] * 3, matcher=Pairwise(), graph=graph)
+    assert calls[1:] == ["match", "match"]
+
+    class Short(Joint):
+        def match_many(self, graph, models, data=None):
+            return [None]
+
+    with pytest.raises(UsageError, match="returned 1 alignments for 3 models"):
+        merge(models, [1 / 3] * 3, matcher=Short(), graph=graph)

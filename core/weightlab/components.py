@@ -130,6 +130,8 @@ class Matcher(Component):
       ``express(graph, [ref, other])`` gives both models in the merged space; the merge is
       the average of those expressions. Joint matchers merge exactly two models.
     - ``pairwise_only``: refused up front for more than two models (implied by ``joint``).
+    - ``match_many``: a matcher that aligns K models jointly into one space defines it;
+      ``merge`` then calls it instead of ``match`` against the first model.
 
     Example::
 
@@ -148,6 +150,14 @@ class Matcher(Component):
     def match(self, graph: Any, ref: nn.Module, other: nn.Module,
               data: DeviceLoader | None = None) -> Any:
         raise NotImplementedError
+
+    def match_many(self, graph: Any, models: Sequence[nn.Module],
+                   data: DeviceLoader | None = None) -> list[Any] | None:
+        """Optional: align all K models jointly (MergeMany, C2M3). Returns one alignment per
+        model, each mapping that model into one shared space (the merge averages them; None
+        stands for the identity), or None — the default — when the matcher aligns pairs only;
+        ``merge`` then aligns every model to the first with ``match``."""
+        return None
 
 
 class Normalizer(Component):

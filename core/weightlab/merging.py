@@ -1,5 +1,6 @@
-"""Merging N models of one architecture: align every model to the first, average with weights,
-optionally re-normalize against the aligned endpoints."""
+"""Merging N models of one architecture: align every model to the first (or all K into one space,
+for a matcher with ``match_many``), average with weights, optionally re-normalize against the
+aligned endpoints."""
 
 from __future__ import annotations
 
@@ -73,13 +74,19 @@ def merge(models: Sequence[nn.Module], weights: Sequence[float], *, matcher: Any
     if not naive and (matcher.pairwise_only or matcher.joint) and len(models) != 2:
         raise UsageError(f"matcher {matcher.name} merges exactly two models, got "
                          f"{len(models)}")
-    alignments = [None] * len(models) if naive else \
-        [None] + [matcher.match(graph, ref, m, match_data) for m in models[1:]]
+    many = None if naive or matcher.joint else matcher.match_many(graph, models, match_data)
+    if many is not None:  # every model mapped into one shared space by the matcher itself
+        if len(many) != len(models):
+            raise UsageError(f"matcher {matcher.name}: match_many returned {len(many)} "
+                             f"alignments for {len(models)} models")
+        alignments = list(many)
+    else:
+        alignments = [None] * len(models) if naive else \
+            [None] + [matcher.match(graph, ref, m, match_data) for m in models[1:]]
     if not naive and matcher.joint:  # both models expressed in the merged space
         aligned = aligned_pair(models[0], models[1], alignments[1], graph, weights)
     else:
-        aligned = [ref] + [aligned_copy(m, al, graph)
-                           for m, al in zip(models[1:], alignments[1:])]
+        aligned = [aligned_copy(m, al, graph) for m, al in zip(models, alignments)]
     merged = with_state(ref, average_states([m.state_dict() for m in aligned], weights))
     if normalizer is not None:
         merged = normalizer.apply(merged, aligned, list(weights), calibration, graph)
