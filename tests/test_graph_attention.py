@@ -141,25 +141,31 @@ def test_solve_grouped_equals_brute_force():
         assert torch.equal(p.reshape(3, 2) // 2, (p.reshape(3, 2) // 2)[:, :1].expand(3, 2))
 
 
+def _assert_recovers_planted(a: nn.Module, matcher: str, size: int, seed: int) -> None:
+    """Plant a random permutation of every free space of ``a`` (seed ``seed``), match the copy
+    back with ``matcher`` (activation: 64 random inputs, seed ``seed + 1``) and require every
+    tensor to come back exactly."""
+    from weightlab.matching.activation import activation_matching
+    from weightlab.matching.weight import weight_matching
+
+    g = trace(a, torch.randn(1, 3, size, size))
+    b = permute_model(a, g, random_permutation(g, torch.Generator().manual_seed(seed)))
+    if matcher == "activation":
+        x = torch.randn(64, 3, size, size, generator=torch.Generator().manual_seed(seed + 1))
+        al = activation_matching(g, a, b, [(x, torch.zeros(64, dtype=torch.long))])
+    else:
+        al = weight_matching(g, a.state_dict(), b.state_dict())
+    back = permute_model(b, g, al).state_dict()
+    assert max(float((back[k] - v).abs().max()) for k, v in a.state_dict().items()) == 0.0
+
+
 @pytest.mark.parametrize("matcher", ["activation", "weight"])
 def test_matching_recovers_planted_head_permutations(matcher):
     """A random ViT and a copy with a planted random permutation of all 7 free spaces (heads
     moved, channels moved within heads, tied Q·K/V·O): activation matching (Q, K, V read from
     the attention's inputs) and weight matching both recover it exactly (max |Δ| 0.0 over
     every tensor)."""
-    from weightlab.matching.activation import activation_matching
-    from weightlab.matching.weight import weight_matching
-
-    a = _small_vit(1)
-    g = trace(a, torch.randn(1, 3, 28, 28))
-    b = permute_model(a, g, random_permutation(g, torch.Generator().manual_seed(2)))
-    if matcher == "activation":
-        x = torch.randn(64, 3, 28, 28, generator=torch.Generator().manual_seed(3))
-        al = activation_matching(g, a, b, [(x, torch.zeros(64, dtype=torch.long))])
-    else:
-        al = weight_matching(g, a.state_dict(), b.state_dict())
-    back = permute_model(b, g, al).state_dict()
-    assert max(float((back[k] - v).abs().max()) for k, v in a.state_dict().items()) == 0.0
+    _assert_recovers_planted(_small_vit(1), matcher, 28, seed=2)
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])
@@ -313,19 +319,7 @@ def test_matching_recovers_planted_permutations_in_timm_vit(matcher):
     """A random timm ViT (2 blocks, 3 heads of 64) and a copy with a planted permutation of
     every free space: activation matching (q, k, v read at the unbound heads) and weight
     matching recover it exactly (max |Δ| 0.0)."""
-    from weightlab.matching.activation import activation_matching
-    from weightlab.matching.weight import weight_matching
-
-    a = _timm_vit(2)
-    g = trace(a, torch.randn(1, 3, 32, 32))
-    b = permute_model(a, g, random_permutation(g, torch.Generator().manual_seed(3)))
-    if matcher == "activation":
-        x = torch.randn(64, 3, 32, 32, generator=torch.Generator().manual_seed(4))
-        al = activation_matching(g, a, b, [(x, torch.zeros(64, dtype=torch.long))])
-    else:
-        al = weight_matching(g, a.state_dict(), b.state_dict())
-    back = permute_model(b, g, al).state_dict()
-    assert max(float((back[k] - v).abs().max()) for k, v in a.state_dict().items()) == 0.0
+    _assert_recovers_planted(_timm_vit(2), matcher, 32, seed=3)
 
 
 TIMM = ["vit_tiny_patch16_224", "deit_tiny_distilled_patch16_224", "mixer_s16_224",
