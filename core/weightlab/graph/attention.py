@@ -174,8 +174,7 @@ def relative_position_bias(b: _Builder, n: fx.Node, out):
     t = b.tag_of(table)
     if t is not None:  # a network's output (Swin V2): its channels are the heads
         b.fix(t.space, f"{n.name}: per-head position bias")
-    b.head_tags[n] = None
-    return None
+    return None  # no table entry: the attention using it fixes its head spaces
 
 
 def patch_merging(b: _Builder, n: fx.Node, out):
