@@ -240,3 +240,19 @@ def randomize_norms(net: Any, seed: int) -> Any:
                 m.weight.copy_(torch.rand(m.weight.shape, generator=gen) + 0.5)
                 m.bias.copy_(torch.randn(m.bias.shape, generator=gen) * 0.2)
     return net
+
+
+def mnist_mlp_pair(calibration_samples: int = 5000) -> dict:
+    """The MNIST MLP pair the matcher tests share (3×512, 2 epochs, lr 0.05, seeds 0 and 1;
+    cached by :func:`trained`): paths, models in eval mode, the data root, the test loader and
+    ``calibration_samples`` calibration images."""
+    from weightlab import checkpoint as ckpt_io
+    from weightlab.data.bundle import load_data
+
+    root = shared_data_dir("MNIST")
+    paths = trained("mlp", "mnist", data_dir=root, epochs=2, train={"lr": 0.05})
+    data = load_data("mnist", data_dir=root)
+    return {"paths": paths, "models": [ckpt_io.load_model(p)[0].eval() for p in paths],
+            "root": root, "test": data.loader("test", batch_size=2000),
+            "calibration": data.loader("calibration", batch_size=1000,
+                                       num_samples=calibration_samples)}

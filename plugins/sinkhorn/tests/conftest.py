@@ -32,14 +32,6 @@ def digits_calibration():
 def mnist():
     """Two MNIST MLPs (3×512, 2 epochs, lr 0.05, seeds 0 and 1; cached by weightlab.testing,
     the pair core's test_matching uses), the test loader and 5,000 calibration images."""
-    from weightlab import checkpoint as ckpt_io
     from weightlab import testing
-    from weightlab.data.bundle import load_data
 
-    root = testing.shared_data_dir("MNIST")
-    paths = testing.trained("mlp", "mnist", data_dir=root, epochs=2, train={"lr": 0.05})
-    models = [ckpt_io.load_model(p)[0].eval() for p in paths]
-    data = load_data("mnist", data_dir=root)
-    return {"paths": paths, "models": models, "root": root,
-            "test": data.loader("test", batch_size=2000),
-            "calibration": data.loader("calibration", batch_size=1000, num_samples=5000)}
+    return testing.mnist_mlp_pair(5000)
