@@ -124,12 +124,12 @@ class Alignment:
                         perm = block_permutation(perm, space.groups, f"space {sid}")
                     out[e.key] = permute_axis(w, e.axis, perm, e.repeat, e.offset)
                 else:
-                    if e.per_group or space.groups > 1:
-                        raise WeightlabError(f"space {sid} has {space.groups} attention heads; "
-                                             f"merge matrices for head spaces are not supported "
-                                             f"(align it with a permutation)")
                     m, u = self.merges[sid]
                     t = u.T if (e.key, e.axis) in consumer else m
+                    if space.groups > 1:  # heads must stay heads: one source head per head
+                        head = head_matrix(m, space.groups, f"space {sid}")
+                        if e.per_group:  # a value per head (position bias): the heads' map
+                            t = head
                     out[e.key] = transform_axis(w, e.axis, t, e.repeat, e.offset)
         return out
 
@@ -155,6 +155,19 @@ class Alignment:
         for s, mu in d.get("merges", {}).items():
             out.merges[int(s)] = (torch.tensor(mu["merge"]), torch.tensor(mu["unmerge"]))
         return out
+
+
+def head_matrix(t: torch.Tensor, groups: int, what: str = "merge") -> torch.Tensor:
+    """The head-level map of a merge matrix t (C × C') of a space of ``groups`` heads:
+    T[g, h] = Σ_{i ∈ head g, j ∈ head h} t[i, j] / d' (d' = C'/groups; 1 for a head moved
+    whole, ½ for a head averaged with another). An error when a head of the result draws on
+    more than one head of the input: mixed heads are no head of the attention."""
+    d_out, d_in = t.shape[0] // groups, t.shape[1] // groups
+    blocks = t.reshape(groups, d_out, groups, d_in).abs().sum((1, 3))
+    if bool(((blocks > 0).sum(1) > 1).any()):
+        raise WeightlabError(f"{what}: its merge mixes channels of different attention heads; "
+                             f"a head space is merged head by head (weightlab.matching.heads)")
+    return t.reshape(groups, d_out, groups, d_in).sum((1, 3)) / d_in
 
 
 def permute_axis(w: torch.Tensor, axis: int, perm: torch.Tensor, repeat: int = 1,

@@ -161,6 +161,8 @@ def shifted_window_attention(b: _Builder, n: fx.Node, out):
     _layers(b, n, (keys[0].removesuffix(".weight"), keys[0], bias if isinstance(bias, str)
                    else None), (keys[1].removesuffix(".weight"), keys[1],
                                 pb if isinstance(pb, str) else None), t, qk, vo, s_out)
+    # Q, K, V of every token, read from the call's input (graph.taps: the fused projection)
+    b.named_points += [(qk, f"{n.name}@q"), (qk, f"{n.name}@k"), (vo, f"{n.name}@v")]
     return _tag(s_out, out)
 
 

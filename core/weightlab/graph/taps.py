@@ -65,13 +65,24 @@ PROJECTIONS = {"q": 0, "k": 1, "v": 2}
 def _projection(g: fx.Graph, model: nn.Module, node: fx.Node, name: str, which: str
                 ) -> fx.Node:
     """Insert x W_ᵢᵀ + b_ᵢ (i = q, k or v) of ``nn.MultiheadAttention`` ``name`` before its
-    call, from the call's own query/key/value argument (channels last)."""
+    call, from the call's own query/key/value argument (channels last); for a functional
+    attention with a fused projection (torchvision's ``shifted_window_attention(x,
+    qkv_weight, …, qkv_bias)``) from its input and the fused weight's i-th third."""
     import torch.nn.functional as F
 
+    i = PROJECTIONS[which]
+    if node.op == "call_function":
+        x, w = node.args[0], node.args[1]
+        b = node.args[9] if len(node.args) > 9 else node.kwargs.get("qkv_bias")
+        e = x.meta["wl_shape"][-1]  # the traced shape (graph_copy keeps meta)
+        with g.inserting_before(node):
+            w = g.call_method("narrow", (w, 0, i * e, e))
+            if b is not None:
+                b = g.call_method("narrow", (b, 0, i * e, e))
+            return g.call_function(F.linear, (x, w, b))
     mod = model.get_submodule(name)
     if not isinstance(mod, nn.MultiheadAttention):
         raise WeightlabError(f"feature point {name}@{which}: {name} is not an attention module")
-    i = PROJECTIONS[which]
     x = node.args[i] if len(node.args) > i else node.kwargs[("query", "key", "value")[i]]
     e = mod.embed_dim
     with g.inserting_before(node):

@@ -16,7 +16,8 @@ class JointMatcher(Matcher):
     (C × 2C) and an unmerge matrix (2C × C) built from the two models' pooled feature
     statistics (one calibration pass for every space, weightlab.matching.features).
     Subclasses implement ``space_matrices(stats, space) -> (merge, unmerge)``; the merged model
-    is Σ_k M_k θ_k U_k (see weightlab_zipit.joint)."""
+    is Σ_k M_k θ_k U_k (see weightlab_zipit.joint). Attention-head spaces are merged head by
+    head with the same rule (weightlab.matching.heads)."""
 
     needs_data = True
     pairwise_only = True
@@ -38,20 +39,28 @@ class JointMatcher(Matcher):
         """The joint merge from statistics already collected (one pass can serve several
         matchers; a PFM sweep reuses one alignment for every k)."""
         from weightlab.errors import WeightlabError
+        from weightlab.matching.heads import unit_joint_merges
 
         from weightlab_zipit.joint import JointAlignment
 
         out = JointAlignment()
-        for space in graph.free_spaces():
-            st = stats.get(space.id)
-            if st is None:
-                raise WeightlabError(
-                    f"matcher {self.name}: channel space {space.id} (produced by "
-                    f"{', '.join(space.producers) or 'no layer'}) has no feature point to read")
-            if st.models != 2:
-                raise WeightlabError(f"matcher {self.name} merges exactly two models; the "
-                                     f"statistics hold {st.models}")
-            out.merges[space.id] = self.space_matrices(st, space)
+        for unit in graph.units():
+            for space in unit:
+                st = stats.get(space.id)
+                if st is None:
+                    raise WeightlabError(
+                        f"matcher {self.name}: channel space {space.id} (produced by "
+                        f"{', '.join(space.producers) or 'no layer'}) has no feature point to "
+                        f"read")
+                if st.models != 2:
+                    raise WeightlabError(f"matcher {self.name} merges exactly two models; the "
+                                         f"statistics hold {st.models}")
+            if unit[0].groups > 1:  # attention heads: merged head by head (matching.heads)
+                out.merges.update(unit_joint_merges(graph, unit, stats, self.space_matrices,
+                                                    what=f"matcher {self.name}"))
+            else:
+                for space in unit:
+                    out.merges[space.id] = self.space_matrices(stats[space.id], space)
         count = next(iter(stats.values())).count if stats else 0
         out.info.update(matcher=self.name, joint=True, models=2, observations=count,
                         params=self.params_dict())
