@@ -213,7 +213,8 @@ row = ["${each.name}", "${each.result.evaluation.-1.top1}"]
 def test_a_recipe_on_ray_gives_the_report_of_the_run_here(ray_address, tmp_path):
     """Two independent train → merge chains (digits MLPs, 2 epochs): run on the Ray head
     (references resolved as their steps finish) the report and every checkpoint's tensors
-    equal the run in this process; a second run on Ray reuses every step."""
+    equal the run in this process (the executor started early, its warm-up tasks queued
+    ahead of the steps); a second run on Ray reuses every step."""
     from weightlab import checkpoint as ckpt_io
     from weightlab.recipes import Runner, load
     from weightlab_ray.executor import RayExecutor
@@ -222,6 +223,7 @@ def test_a_recipe_on_ray_gives_the_report_of_the_run_here(ray_address, tmp_path)
     path.write_text(RECIPE)
     here = Runner(load(path), tmp_path / "here", echo=lambda m: None).run()
     with RayExecutor(address=ray_address) as ex:
+        ex.start()  # as `weightlab run` does: connect and warm the workers in the background
         there = Runner(load(path), tmp_path / "ray", echo=lambda m: None, executor=ex).run()
         again = Runner(load(path), tmp_path / "ray", echo=lambda m: None, executor=ex).run()
     assert there["reports"][0]["rows"] == here["reports"][0]["rows"]

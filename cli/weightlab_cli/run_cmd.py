@@ -36,6 +36,19 @@ def run(
 ):
     """Validate a recipe completely (every option, component and parameter, with file and
     line), then run its steps in order; finished steps are not redone on a re-run."""
+    from weightlab.ops.common import component
+
+    ex = component("executors", executor, executor_param) if executor else None
+    try:
+        if ex is not None and not dry_run:
+            ex.start()  # connect and warm workers while the recipe is loaded and validated
+        _run(recipe, quick, out, force, dry_run, device, ex, json_out)
+    finally:
+        if ex is not None:
+            ex.close()
+
+
+def _run(recipe, quick, out, force, dry_run, device, ex, json_out) -> None:
     from weightlab.recipes import Runner, default_run_dir, load
     from weightlab.recipes.report import visible
 
@@ -44,9 +57,6 @@ def run(
     def echo(msg: str) -> None:  # step names hold brackets: no rich markup here
         stderr_console().print(msg, markup=False, highlight=False)
 
-    from weightlab.ops.common import component
-
-    ex = component("executors", executor, executor_param) if executor else None
     runner = Runner(r, run_dir, force=force, device=device, echo=echo, executor=ex)
     if dry_run:
         planned = runner.dry_run()
@@ -58,11 +68,7 @@ def run(
                 typer.echo(f"{p['name']}: {p['call']}")
         return
     info(f"{r.title}{' (quick)' if quick else ''} → {run_dir}")
-    try:
-        res = runner.run()
-    finally:
-        if ex is not None:
-            ex.close()
+    res = runner.run()
     for w in res["warnings"]:
         info(f"[yellow]warning:[/yellow] {w}")
     if json_out:

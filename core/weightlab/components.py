@@ -266,6 +266,12 @@ class Executor(Component):
 
     kind = "executors"
 
+    def start(self) -> None:
+        """Begin what submitting needs — a cluster connection, workers that have imported
+        torch and weightlab — without waiting for it, so that it overlaps the caller's own
+        work (loading and validating a recipe). Callers that will submit call it as early as
+        they know; ``submit`` works without it. Default: nothing to begin."""
+
     def submit(self, spec: dict[str, Any], run_dir: str) -> Any:
         raise NotImplementedError
 

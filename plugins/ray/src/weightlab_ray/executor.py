@@ -6,6 +6,7 @@ Python environment (weightlab and its plugins installed)."""
 
 from __future__ import annotations
 
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +24,19 @@ class RayParams:
     cpus: float = param(1.0, "CPUs per step (a step's own resources.cpus wins)", min=0.0)
     gpus: float = param(0.0, "GPUs per step (a step's own resources.gpus wins)", min=0.0)
     namespace: str = param("weightlab", "Ray namespace of this driver")
+
+
+def _warm() -> int:
+    """In a Ray worker: the imports every step pays first (torch, weightlab's operations and
+    the plugins' entry points), done once per worker process; Ray reuses the process."""
+    import os
+
+    import weightlab.executors.step  # noqa: F401
+    import weightlab.ops  # noqa: F401
+    from weightlab import plugins
+
+    plugins.registry()
+    return os.getpid()
 
 
 def _run(spec: dict[str, Any], run_dir: str) -> dict[str, Any]:
@@ -53,21 +67,47 @@ class RayExecutor(Executor):
         super().__init__(params, **values)
         self._connected = False
         self._remote = None
+        self._lock = threading.Lock()  # start()'s thread and submit() may both connect
+        self._starting: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Connect and warm the cluster's workers in a background thread: one warm-up task
+        per CPU slot the steps would use (at most 8), each importing torch, weightlab and the
+        plugins, so the first steps find warm workers. An error is raised by the first
+        ``submit`` instead (the same connection is tried again there)."""
+        if self._starting is None and self._remote is None:
+            self._starting = threading.Thread(target=self._warm_up, daemon=True,
+                                              name="weightlab-ray-start")
+            self._starting.start()
+
+    def _warm_up(self) -> None:
+        try:
+            self._connect()
+            import ray
+
+            slots = int(ray.available_resources().get("CPU", 1) // max(self.params.cpus, 1e-3))
+            warm = ray.remote(_warm).options(num_cpus=self.params.cpus, max_retries=0)
+            for _ in range(max(1, min(slots, 8))):
+                warm.remote()  # not awaited: the steps queue behind them on the same workers
+        except Exception:  # noqa: BLE001 - submit() connects again and reports the error
+            pass
 
     def _connect(self):
         import ray
 
-        if self._remote is None:
-            if not ray.is_initialized():
-                try:
-                    ray.init(address=self.params.address or None, namespace=self.params.namespace,
-                             log_to_driver=False, configure_logging=False)
-                except (ConnectionError, RuntimeError, ValueError) as e:
-                    raise WeightlabError(f"ray: cannot connect to address="
-                                         f"{self.params.address!r} ({e})") from None
-                self._connected = True
-            self._remote = ray.remote(_run)
-        return self._remote
+        with self._lock:
+            if self._remote is None:
+                if not ray.is_initialized():
+                    try:
+                        ray.init(address=self.params.address or None,
+                                 namespace=self.params.namespace, log_to_driver=False,
+                                 configure_logging=False)
+                    except (ConnectionError, RuntimeError, ValueError) as e:
+                        raise WeightlabError(f"ray: cannot connect to address="
+                                             f"{self.params.address!r} ({e})") from None
+                    self._connected = True
+                self._remote = ray.remote(_run)
+            return self._remote
 
     def submit(self, spec: dict[str, Any], run_dir: str) -> Future:
         check_spec(spec)
@@ -78,6 +118,9 @@ class RayExecutor(Executor):
         return task.remote(spec, run_dir).future()
 
     def close(self) -> None:
+        if self._starting is not None:
+            self._starting.join()  # never shut down under a connection being made
+            self._starting = None
         if self._connected:
             import ray
 
