@@ -16,11 +16,12 @@ def digits():
 
 
 @pytest.mark.parametrize("name", ["mlp", "cifar_resnet8", "cifar_resnet8_ln",
-                                  "plain_cifar_resnet8"])
+                                  "plain_cifar_resnet8", "vit_d2_w16_p2_h2"])
 @pytest.mark.parametrize("cls", [Repair, Rescale, Reshift])
 def test_repair_towards_itself_is_identity(digits, name, cls):
     """One reference equal to the target (weight 1): outputs unchanged in float64 (measured:
-    max |Δ logits| = 0 for mlp, cifar_resnet8 (BN), _ln and plain_ (conv biases)). The whole
+    max |Δ logits| = 0 for mlp, cifar_resnet8 (BN), _ln and plain_ (conv biases); the ViT's
+    attention outputs and MLP linears are corrected: 0 as well). The whole
     calibration set is one batch, so the train-mode pass of the temporary normalizations sees
     exactly the full-data statistics."""
     net = testing.tiny_model(name, input_shape=(1, 8, 8), seed=1).double().eval()
@@ -129,3 +130,13 @@ def test_bias_calibration_takes_alpha_from_the_merge_weights(weights, alpha):
     fixed_linears = [m for m in fixed.modules() if isinstance(m, nn.Linear)]
     for h, (a, b) in enumerate(zip(linears, fixed_linears, strict=True), start=1):
         torch.testing.assert_close(b.bias, alpha ** (h - 1) * a.bias, rtol=1e-12, atol=1e-12)
+
+
+def test_attention_output_projections_are_places():
+    """nn.MultiheadAttention computes its output projection inside its forward (the module
+    out_proj is never called): REPAIR measures and corrects it at the attention's output.
+    A 2-block ViT has 2 attention outputs + 2 × 2 MLP linears + the patch embedding + head."""
+    net = testing.tiny_model("vit_d2_w16_p2_h2", input_shape=(1, 8, 8), seed=1).eval()
+    names = [p.name for p in find_places(net, torch.randn(2, 1, 8, 8))]
+    attn = [n for n in names if n.endswith("out_proj")]
+    assert len(attn) == 2 and len(names) == 8, names

@@ -5,8 +5,9 @@ every conv/linear module: its execution order (depth from the input in a chain),
 produces the logits (its output *is* the model's output; otherwise the last layer run), and
 whether a per-channel-affine norm (BatchNorm, GroupNorm, LayerNorm over channels) reads its
 output directly. Statistics are measured at the norm's output when there is one, else at the
-layer's output ("the point"); a correction z' = a ⊙ z + c there is folded exactly into the
-norm's affine weight/bias, or into the layer's weight rows and bias.
+layer's output ("the point"; for ``nn.MultiheadAttention``, whose output projection is
+computed inside its forward, the attention's output); a correction z' = a ⊙ z + c there is
+folded exactly into the norm's affine weight/bias, or into the layer's weight rows and bias.
 """
 
 from __future__ import annotations
@@ -33,11 +34,17 @@ class Place:
     norm: nn.Module | None
     logits: bool
     pre_norm: bool = False  # measured and corrected at the layer's output, before its norm
+    # a module whose forward returns the layer's output as its first value, for a layer that
+    # is never called itself: nn.MultiheadAttention computes out_proj functionally
+    carrier: nn.Module | None = None
+    carrier_name: str | None = None
 
     @property
     def point(self) -> nn.Module:
-        """The module whose output is measured and corrected."""
-        return self.norm if self.norm is not None and not self.pre_norm else self.layer
+        """The module whose output (its first value, for a tuple) is measured and corrected."""
+        if self.norm is not None and not self.pre_norm:
+            return self.norm
+        return self.carrier if self.carrier is not None else self.layer
 
     @property
     def point_name(self) -> str:
@@ -77,8 +84,16 @@ def find_places(model: nn.Module, example: torch.Tensor) -> list[Place]:
     def on_norm(mod, inp, out):
         norm_inputs[names[id(mod)]] = inp[0]
 
-    handles = [m.register_forward_hook(on_layer if isinstance(m, LAYERS) else on_norm)
-               for m in model.modules() if isinstance(m, LAYERS + NORMS)]
+    def on_attention(mod, inp, out):  # its output projection's output, into the stream
+        name = f"{names[id(mod)]}.out_proj"
+        calls[name] = calls.get(name, 0) + 1
+        outputs[name] = out[0]
+        carriers[name] = names[id(mod)]
+
+    carriers: dict[str, str] = {}
+    hooks = [(LAYERS, on_layer), (NORMS, on_norm), ((nn.MultiheadAttention,), on_attention)]
+    handles = [m.register_forward_hook(fn) for m in model.modules()
+               for kinds, fn in hooks if isinstance(m, kinds)]
     was_training = model.training
     model.eval()
     try:
@@ -100,8 +115,11 @@ def find_places(model: nn.Module, example: torch.Tensor) -> list[Place]:
         layer = modules[name]
         norm_name = next((nn_ for nn_, x in norm_inputs.items() if x is outputs[name]
                           and _affine_norm_for(modules[nn_], layer.weight.shape[0])), None)
+        carrier = carriers.get(name)
         places.append(Place(depth, name, layer, norm_name,
-                            modules[norm_name] if norm_name else None, name == logits))
+                            modules[norm_name] if norm_name else None, name == logits,
+                            carrier=modules[carrier] if carrier else None,
+                            carrier_name=carrier))
     return places
 
 
@@ -119,7 +137,8 @@ def same_places(places: list[Place], other: nn.Module, label: str) -> list[Place
                     f"{label}: module {name!r} does not match the model being normalized "
                     f"(expected {type(mod).__name__} with weight {tuple(mod.weight.shape)})")
         out.append(Place(p.depth, p.name, modules[p.name], p.norm_name,
-                         modules[p.norm_name] if p.norm_name else None, p.logits, p.pre_norm))
+                         modules[p.norm_name] if p.norm_name else None, p.logits, p.pre_norm,
+                         modules[p.carrier_name] if p.carrier_name else None, p.carrier_name))
     return out
 
 

@@ -80,10 +80,12 @@ def _reset_hook(mode: str, goal_mu: torch.Tensor, goal_sd: torch.Tensor, eps: fl
     statistics, so the layers downstream already see a corrected upstream."""
     from weightlab_repair.stats import broadcast
 
-    def hook(module, inputs, z):
+    def hook(module, inputs, out):
+        z = out[0] if isinstance(out, tuple) else out  # attention returns (output, weights)
         a, c = correction(mode, goal_mu, goal_sd, *moments.add(z), eps)
         d = moments.dim
-        return z * broadcast(a.to(z.dtype), z, d) + broadcast(c.to(z.dtype), z, d)
+        z = z * broadcast(a.to(z.dtype), z, d) + broadcast(c.to(z.dtype), z, d)
+        return (z, *out[1:]) if isinstance(out, tuple) else z
 
     return hook
 

@@ -99,7 +99,7 @@ def broadcast(v: torch.Tensor, z: torch.Tensor, dim: int) -> torch.Tensor:
 
 def _recorder(moments: ChannelMoments):
     def hook(module, inputs, output):
-        moments.add(output)
+        moments.add(output[0] if isinstance(output, tuple) else output)  # attention: (out, w)
 
     return hook
 
