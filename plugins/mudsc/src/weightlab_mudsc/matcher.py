@@ -20,7 +20,9 @@ class MuDSC(Matcher):
     matched as blocks (group matching; query·key and value·output share the head order).
     α = 1 with ``weight_similarity=inner`` and ``init=identity`` is weight matching; α = 0 is
     activation matching (``similarity=correlation``, or ``inner`` with
-    ``activation_similarity=inner``).
+    ``activation_similarity=inner``). ``mode=zip``: the authors' zip form — both models'
+    units zipped ZipIt!-style on the joint 2C × 2C S (weight vectors expressed in the merged
+    spaces), a joint merge of exactly two models; no head spaces.
 
     Example: ``weightlab merge a.safetensors b.safetensors --matcher mudsc
     --matcher-param alpha=0.5 --data mnist``.
@@ -44,13 +46,31 @@ class MuDSC(Matcher):
         init: str = param("activation", "starting permutations of the descent: activation "
                                          "(the α = 0 solution, as the authors) or identity",
                           choices=("activation", "identity"))
+        mode: str = param("permute", "permute: align B to A by permutations; zip: merge both "
+                                     "models' units ZipIt!-style on the same S (a joint merge)",
+                          choices=("permute", "zip"))
+        zip_a: float = param(0.5, "mode=zip: ZipIt!'s α, factor on a zipped unit's "
+                                  "similarities (the authors' MuDSC setting)", min=0.0, max=1.0)
+        zip_b: float = param(1.0, "mode=zip: ZipIt!'s β, share of merges a model may make "
+                                  "within itself (the authors' MuDSC setting)", min=0.0, max=1.0)
+        patience: int = param(5, "mode=zip: stop after this many sweeps without a better value "
+                                 "(the authors' tol), keeping the best merges", min=1)
         samples: int = param(5000, "calibration samples to read", min=1)
         max_iter: int = param(100, "coordinate-descent sweeps at most", min=1)
         seed: int = param(0, "seed of the space visiting order", min=0)
 
     @property
     def needs_data(self) -> bool:  # type: ignore[override]
-        return self.params.alpha < 1 or self.params.init == "activation"
+        p = self.params
+        return p.alpha < 1 or p.init == "activation" or p.mode == "zip"
+
+    @property
+    def joint(self) -> bool:  # type: ignore[override]
+        return self.params.mode == "zip"
+
+    @property
+    def pairwise_only(self) -> bool:  # type: ignore[override]
+        return self.params.mode == "zip"
 
     def match(self, graph, ref, other, data=None):
         from weightlab.errors import UsageError
@@ -58,6 +78,8 @@ class MuDSC(Matcher):
         from weightlab_mudsc.dual import activation_similarities, mudsc_matching
 
         p = self.params
+        if p.mode == "zip":
+            return self.zip(graph, ref, other, data)
         act, count = None, 0
         if self.needs_data:
             if data is None:
@@ -69,4 +91,22 @@ class MuDSC(Matcher):
                              weight_similarity=p.weight_similarity, init=p.init,
                              max_iter=p.max_iter, seed=p.seed)
         out.info.update(observations=count, params=self.params_dict())
+        return out
+
+    def zip(self, graph, ref, other, data):
+        from weightlab.errors import UsageError
+        from weightlab.matching.features import collect_feature_stats
+
+        from weightlab_mudsc.zip import mudsc_zip
+
+        p = self.params
+        if data is None:
+            raise UsageError("matcher mudsc with mode=zip needs calibration data (--data)")
+        stats = collect_feature_stats([ref, other], graph, data, p.samples)
+        out = mudsc_zip(graph, [ref.state_dict(), other.state_dict()], stats, alpha=p.alpha,
+                        weight_similarity=p.weight_similarity,
+                        activation_similarity=p.activation_similarity, a=p.zip_a, b=p.zip_b,
+                        max_iter=p.max_iter, seed=p.seed, patience=p.patience)
+        out.info.update(observations=next(iter(stats.values())).count if stats else 0,
+                        params=self.params_dict())
         return out
