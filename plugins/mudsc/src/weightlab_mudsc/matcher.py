@@ -29,8 +29,8 @@ class MuDSC(Matcher):
     """
 
     name = "mudsc"
-    summary = ("MuDSC (Xu et al. 2024): permutations on α·weight + (1−α)·activation "
-               "similarity, heads matched as blocks")
+    summary = ("MuDSC (Xu et al. 2024): α·weight + (1−α)·activation similarity; "
+               "permutations (heads as blocks) or a ZipIt!-style zip")
 
     @dataclass
     class Params:
