@@ -137,6 +137,34 @@ def test_weight_matching_leaves_bn_running_statistics_out_by_default():
     assert counted.info["objective"] != plain.info["objective"]
 
 
+def test_weight_matching_hooks_init_and_similarity():
+    """The two hooks of ``weight_matching`` (for matchers built on its descent, e.g. MuDSC):
+    an identity ``similarity`` changes nothing (the same permutations, bit for bit); started
+    from its own solution (``init``) the descent stops after one sweep with it unchanged; a
+    ``similarity`` that ignores S_p and returns a fixed matrix per space gives exactly that
+    matrix's linear assignment per space (re-stated with scipy)."""
+    import numpy as np
+    from scipy.optimize import linear_sum_assignment
+    from weightlab.matching.weight import weight_matching
+
+    a, b = (testing.tiny_model("mlp", (1, 8, 8), seed=s, depth=2, width=32) for s in (0, 1))
+    graph = trace(a, torch.zeros(1, 1, 8, 8))
+    sa, sb = a.state_dict(), b.state_dict()
+    plain = weight_matching(graph, sa, sb)
+    same = weight_matching(graph, sa, sb, similarity=lambda space, score: score)
+    assert all(torch.equal(plain.perms[s], same.perms[s]) for s in plain.perms)
+    again = weight_matching(graph, sa, sb, init=plain.perms)
+    assert again.info["sweeps"] == 1
+    assert all(torch.equal(plain.perms[s], again.perms[s]) for s in plain.perms)
+    gen = torch.Generator().manual_seed(4)
+    fixed = {s.id: torch.randn(s.size, s.size, generator=gen, dtype=torch.float64)
+             for s in graph.free_spaces()}
+    got = weight_matching(graph, sa, sb, similarity=lambda space, score: fixed[space.id])
+    for sid, m in fixed.items():
+        rows, cols = linear_sum_assignment(m.numpy(), maximize=True)
+        assert np.array_equal(got.perms[sid].numpy()[rows], cols)
+
+
 def test_feature_stats_match_a_direct_computation():
     """The one-pass (Chan) statistics over several batches and pooled feature points equal
     torch.cov of the stored features."""

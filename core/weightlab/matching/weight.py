@@ -14,10 +14,12 @@ statistics count only with ``include_bn_stats`` (the reference code leaves them 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
 from weightlab.alignment import Alignment, permute_axis
-from weightlab.graph.spaces import Entry, FeatureGraph
+from weightlab.graph.spaces import Entry, FeatureGraph, Space
 from weightlab.matching.assignment import block_permutation, solve_grouped
 
 
@@ -41,7 +43,10 @@ def rows(w: torch.Tensor, axis: int, repeat: int = 1, offset: int = 0, n: int | 
 def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
                     state_b: dict[str, torch.Tensor], *, max_iter: int = 100, seed: int = 0,
                     tol: float = 1e-12, dtype: torch.dtype = torch.float64,
-                    include_bn_stats: bool = False) -> Alignment:
+                    include_bn_stats: bool = False,
+                    init: dict[int, torch.Tensor] | None = None,
+                    similarity: Callable[[Space, torch.Tensor], torch.Tensor] | None = None
+                    ) -> Alignment:
     """The alignment of B to A. Exactly the coordinate descent above; two facts save work
     without changing any number: S_p depends only on the *other* spaces' permutations, so a
     tensor's contribution is recomputed only when the permutation of one of its other axes
@@ -49,7 +54,13 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
 
     Attention head spaces (``groups`` > 1) are solved by :func:`solve_grouped`; spaces tied by
     a shared head permutation (query·key and value·output) are visited together as one unit.
-    Per-head entries (relative position bias tables) are left out of S_p."""
+    Per-head entries (relative position bias tables) are left out of S_p.
+
+    Hooks for matchers built on this descent (both default to plain weight matching):
+    ``init`` — starting permutations by space id (identity elsewhere); ``similarity(space,
+    S_p)`` — the matrix actually assigned instead of S_p (same shape; e.g. a normalized S_p
+    mixed with a fixed activation similarity, as MuDSC does). The sweep's progress test then
+    compares that matrix's assigned sums."""
     counted = (lambda key: True) if include_bn_stats else (lambda key: not is_bn_stat(key))
     units = graph.units()
     free = [s for unit in units for s in unit]
@@ -75,6 +86,9 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
             else:
                 base[s.id].addmm_(a_rows[(s.id, e)], entry_rows(b_full[e.key], s, e).T)
     perms = {s.id: torch.arange(s.size, device=device) for s in free}
+    for sid, p in (init or {}).items():
+        if sid in perms:
+            perms[sid] = p.to(device)
     version = dict.fromkeys(perms, 0)  # bumped whenever a space's permutation changes
     cache: dict[tuple[int, Entry], tuple[tuple[int, ...], torch.Tensor]] = {}
     solved_at: dict[int, tuple[int, ...]] = {}
@@ -106,6 +120,8 @@ def weight_matching(graph: FeatureGraph, state_a: dict[str, torch.Tensor],
             if solved_at.get(unit[0].id) == stamp:
                 continue  # S_p unchanged since its last assignment: the same optimum
             scores = [score_of(s) for s in unit]
+            if similarity is not None:
+                scores = [similarity(s, score) for s, score in zip(unit, scores, strict=True)]
             what = f"weight matching, channel space {unit[0].id}"
             new_perms = [p.to(device) for p in solve_grouped(scores, unit[0].groups, what)]
             old = new = 0.0
