@@ -5,6 +5,8 @@
   endpoints' mean accuracy as the reference line the accuracy barrier is measured from.
 - :func:`diagnose_figure`: the vanishing-feature ratio E_ℓ = m_ℓ(target) / mean_i m_ℓ(model_i)
   against relative depth (reference line E_ℓ = 1), and each model's m_ℓ (log scale).
+- :func:`compare_figure` / :func:`pruning_compare_figure`: ``weightlab compare``'s merged
+  accuracies per combination, or accuracy against sparsity per pruner × normalizer.
 - :func:`plot_files`: either figure from the JSON that ``interpolate --json`` and
   ``diagnose --json`` print (``weightlab plot``).
 
@@ -230,6 +232,65 @@ def compare_figure(rows: Sequence[dict[str, Any]], ends: Sequence[dict[str, Any]
         ax.set_ylabel("merged test top-1 accuracy (%)")
         ax.set_title("Merging methods on the same models", fontsize=11)
         ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=8)
+
+    return save_png(path, draw)
+
+
+def pruning_compare_figure(rows: Sequence[dict[str, Any]], dense: Sequence[dict[str, Any]],
+                           path: str | Path) -> Path:
+    """Test top-1 against sparsity for ``weightlab compare --pruners`` (rows as
+    :func:`weightlab.ops.comparing.compare` returns them): one line per pruner × normalizer
+    through its fractional sparsities — a colour per pruner, a line style per normalizer —,
+    N:M rows as stars at N/M labelled with the pattern, error bars of ± one standard deviation
+    over several models, the dense models' mean dashed. Rows that could not run are left
+    out."""
+    import matplotlib.pyplot as plt
+
+    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    styles = ["-", "--", ":", "-."]
+
+    def draw(fig, ax):
+        shown: list[float] = []
+        pruners = list(dict.fromkeys(r["pruner"] for r in rows))
+        norms = list(dict.fromkeys(r["normalizer"] for r in rows))
+        for pruner in pruners:
+            color = colors[pruners.index(pruner) % len(colors)]
+            for norm in norms:
+                ok = [r for r in rows if (r["pruner"], r["normalizer"]) == (pruner, norm)
+                      and r.get("top1") is not None]
+                frac = sorted((r for r in ok if ":" not in r["sparsity"]),
+                              key=lambda r: r["target"])
+                nm = [r for r in ok if ":" in r["sparsity"]]
+                label = pruner if norm == "none" else f"{pruner} + {norm}"
+                first = True  # one legend entry per line
+                for group, fmt, size in ((frac, "o", 4), (nm, "*", 10)):
+                    if not group:
+                        continue
+                    ys = [100 * r["top1"] for r in group]
+                    err = [100 * (r.get("top1_std") or 0.0) for r in group]
+                    ax.errorbar([100 * r["target"] for r in group], ys,
+                                yerr=err if any(err) else None, fmt=fmt, ms=size,
+                                ls=styles[norms.index(norm) % len(styles)] if fmt == "o"
+                                else "none", color=color, capsize=3,
+                                label=label if first else None)
+                    first = False
+                    shown += ys
+                for r in nm:
+                    ax.annotate(r["sparsity"], (100 * r["target"], 100 * r["top1"]),
+                                textcoords="offset points", xytext=(7, -10), fontsize=7,
+                                color=color)
+        if dense:
+            mean = 100 * sum(d["top1"] for d in dense) / len(dense)
+            what = "dense" if len(dense) == 1 else f"dense, mean of {len(dense)}"
+            ax.axhline(mean, color="gray", ls="--", lw=1, label=f"{what} ({mean:.1f} %)")
+            shown.append(mean)
+        ax.set_ylim(accuracy_floor(shown or [0.0]), 100)
+        ax.set_xlabel("sparsity (% of the pruned weights removed)")
+        ax.set_ylabel("test top-1 accuracy (%)")
+        models = f" (mean ± std over {len(dense)} models)" if len(dense) > 1 else ""
+        ax.set_title(f"One-shot pruning: top-1 against sparsity{models}", fontsize=11)
+        ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
 
     return save_png(path, draw)

@@ -76,12 +76,10 @@ def prune(
     if name:
         bundle = load_data(name, data_dir=data_dir, device=dev,
                            params=ck.data.get("params") if not data else None)
-        wanted = max(calibration_samples, getattr(first.params, "samples", 0))
         loaders = {"evaluate_on": bundle.loader("test", batch_size=batch_size),
                    "calibration": bundle.loader("calibration", num_samples=calibration_samples,
                                                 batch_size=500),
-                   "pruner_data": bundle.loader("calibration", num_samples=wanted,
-                                                batch_size=500) if first.needs_data else None}
+                   "pruner_data": pruner_data(bundle, first, calibration_samples)}
     say(f"pruning {source} with {first.name} to {', '.join(map(str, sparsities))} on {dev}"
         + (f", then {norm.name}" if norm else ""))
     provenance = {"command": "prune", "source": source, "source_sha256": ck.digest(),
@@ -139,6 +137,16 @@ def prune(
                                title=f"{ck.model['name']} on {name}: {first.name}")
             data_out["plot"] = str(Path(out) / "sweep.png")
     return PruneResult(data_out, records=records)
+
+
+def pruner_data(bundle: Any, pruner: Any, calibration_samples: int) -> Any:
+    """The calibration loader a data-driven pruner reads (None for a data-free one): the first
+    max(``calibration_samples``, the pruner's ``samples``) images of the seeded calibration
+    order, so the normalizer's images are a prefix of the pruner's."""
+    if not pruner.needs_data:
+        return None
+    wanted = max(calibration_samples, getattr(pruner.params, "samples", 0))
+    return bundle.loader("calibration", num_samples=wanted, batch_size=500)
 
 
 def _sparsities(sparsity: float | None, sweep: Any) -> list[float]:

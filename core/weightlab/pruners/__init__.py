@@ -5,7 +5,13 @@
 These modules import torch only inside methods: listing components stays cheap.
 """
 
-from weightlab.pruners.base import SELECTIONS, ScorePruner, SelectParams, split_flat
+from weightlab.pruners.base import (
+    SELECTIONS,
+    ScorePruner,
+    SelectParams,
+    parse_nm,
+    split_flat,
+)
 from weightlab.pruners.magnitude import (
     GlobalMagnitudePruner,
     MagnitudePruner,
@@ -16,4 +22,4 @@ from weightlab.pruners.magnitude import (
 PRUNERS = [MagnitudePruner, GlobalMagnitudePruner, RandomPruner]
 
 __all__ = ["PRUNERS", "SELECTIONS", "GlobalMagnitudePruner", "MagnitudePruner", "RandomParams",
-           "RandomPruner", "ScorePruner", "SelectParams", "split_flat"]
+           "RandomPruner", "ScorePruner", "SelectParams", "parse_nm", "split_flat"]

@@ -4,6 +4,7 @@ methods, so that a pruner class can be listed without them."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -17,6 +18,22 @@ if TYPE_CHECKING:  # pragma: no cover
     from weightlab.pruning import Analysis
 
 SELECTIONS = ("joint", "per_layer")
+_NM = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
+
+
+def parse_nm(text: str) -> tuple[int, int] | None:
+    """(N, M) for ``N:M`` — N of every M consecutive input weights of a row are zero
+    (SparseGPT's ``prunen:prunem``: 2:4 keeps 2 of every 4; the sparsity is N/M); None for
+    text of another form. ValueError, naming the value, unless 0 < N < M. The one spelling of
+    N:M: the ``obs`` pruner's ``pattern`` and ``weightlab compare --sparsities`` read it."""
+    m = _NM.fullmatch(text)
+    if m is None:
+        return None
+    n, size = int(m.group(1)), int(m.group(2))
+    if not 0 < n < size:
+        raise ValueError(f"{text!r}: expected N:M with 0 < N < M (N of every M consecutive "
+                         f"inputs zero), e.g. '2:4'")
+    return n, size
 
 
 @dataclass

@@ -3,27 +3,23 @@ split over parts of it (column blocks, conv groups, rows). No torch here."""
 
 from __future__ import annotations
 
-import re
+from weightlab.pruners.base import parse_nm
 
 UNSTRUCTURED = "unstructured"
-_NM = re.compile(r"\s*(\d+)\s*:\s*(\d+)\s*")
 
 
 def parse_pattern(text: str) -> tuple[int, int] | None:
     """None for ``unstructured``; (N, M) for ``N:M`` — N of every M consecutive input weights
-    of a row are zero (SparseGPT's ``prunen:prunem``; 2:4 keeps 2 of 4). Raises ValueError
-    naming the value and what is expected."""
+    of a row are zero (SparseGPT's ``prunen:prunem``; 2:4 keeps 2 of 4; core's
+    :func:`weightlab.pruners.parse_nm`). Raises ValueError naming the value and what is
+    expected."""
     if text == UNSTRUCTURED:
         return None
-    m = _NM.fullmatch(text)
-    if m is None:
+    nm = parse_nm(text)
+    if nm is None:
         raise ValueError(f"{text!r}: expected 'unstructured' or 'N:M' (N of every M "
                          f"consecutive inputs zero), e.g. '2:4'")
-    n, size = int(m.group(1)), int(m.group(2))
-    if not 0 < n < size:
-        raise ValueError(f"{text!r}: expected N:M with 0 < N < M (N of every M consecutive "
-                         f"inputs zero), e.g. '2:4'")
-    return n, size
+    return nm
 
 
 def check_pattern(text: str) -> None:
