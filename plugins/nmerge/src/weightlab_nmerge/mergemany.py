@@ -41,6 +41,7 @@ def merge_many(graph: Any, states: Sequence[dict[str, torch.Tensor]], *, max_ite
             others = [aligned[j] for j in range(n) if j != k]
             target = {key: sum(o[key].double() for o in others) / len(others) for key in keys}
             before = weight_objective(graph, target, aligned[k], include_bn_stats)
+            # a distinct space order per (round, model), as the authors' rngmix(rng, "it-k")
             step = weight_matching(graph, target, aligned[k], seed=seed * 7919 + rounds * n + k,
                                    include_bn_stats=include_bn_stats)
             if step.info["objective"] - before > tol * max(1.0, abs(before)):
