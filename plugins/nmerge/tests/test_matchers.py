@@ -47,8 +47,7 @@ def test_mergemany_stops_at_max_iter_without_claiming_convergence(planted):
     the result is reported as not converged after 1 round."""
     states = [m.state_dict() for m in planted["models"]]
     _, info = merge_many(planted["graph"], states, max_iter=1)
-    assert info == {"rounds": 1, "converged": False, "changed_steps": info["changed_steps"]}
-    assert info["changed_steps"] >= 3
+    assert info["rounds"] == 1 and not info["converged"] and info["changed_steps"] >= 3
 
 
 def test_cycle_error_counts_inconsistent_channels():
