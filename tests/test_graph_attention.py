@@ -364,7 +364,8 @@ def test_timm_families_are_permutation_invariant(name):
     linears over (N, C, T)), ResMLP (addcmul affine), PoolFormer, ConvNeXt (layer scale viewed
     (1, C, 1, 1)), MobileNetV3 (timm's functional Linear), FastViT, EfficientNet, RegNet,
     ResNet, BEiT (its qkv bias concatenated in forward splits into the parts; its relative
-    position bias, gathered by index, keeps its head spaces fixed) at their own input sizes:
+    position bias, gathered by index, moves with the heads: one table column per head) at
+    their own input sizes:
     invariant to < 1e-12 (measured 4e-18 … 2.4e-15)."""
     timm = pytest.importorskip("timm")
     kw = {"img_size": 32, "patch_size": 8, "depth": 2} if name.startswith("beit") else {}
@@ -374,3 +375,35 @@ def test_timm_families_are_permutation_invariant(name):
     g = trace(net, x)
     res = permutation_check(net, g, x)
     assert res["invariant"] and res["relative"] < 1e-12 and g.free_spaces()
+
+
+def test_rope_keeps_channels_in_place_within_heads():
+    """EVA-02's rotary position embedding rotates fixed pairs of each head's q and k channels
+    by position-dependent angles: the query·key space is rigid (3 units, one per head, each a
+    block of 64 rows of qkv and q_bias) and moves only with the heads of its tied
+    value·output space. Invariant to < 1e-12 (measured 1.4e-16); letting the channels move
+    within heads as well changes the outputs by 1.8e-3 relative (measured), so the check can
+    tell (the attention weights scaled ×20 so that the blocks matter at random init)."""
+    import copy
+
+    timm = pytest.importorskip("timm")
+    torch.manual_seed(0)
+    net = timm.create_model("eva02_tiny_patch14_224", pretrained=False, num_classes=10,
+                            img_size=(56, 56), depth=2).eval()
+    with torch.no_grad():
+        for block in net.blocks:
+            block.attn.qkv.weight.mul_(20)
+    x = torch.randn(2, 3, 56, 56, generator=torch.Generator().manual_seed(1))
+    g = trace(net, x)
+    qk = [s for s in g.free_spaces() if s.groups == 3 and s.size == 3]
+    assert len(qk) == 2 and len(g.free_spaces()) == 7
+    for s in qk:
+        assert sorted((e.key.split(".")[-1], e.offset, e.repeat) for e in s.entries) == [
+            ("q_bias", 0, 64), ("weight", 0, 64), ("weight", 192, 64)]
+        assert g[s.tie].size == 192 and g[s.tie].groups == 3
+    assert permutation_check(net, g, x)["relative"] < 1e-12
+    loose = copy.deepcopy(g)  # the same spaces with channels free within heads: not invariant
+    for s in qk:
+        loose[s.id].size = 192
+        loose[s.id].entries = [e._replace(repeat=1) for e in s.entries]
+    assert permutation_check(net, loose, x)["relative"] > 1e-5

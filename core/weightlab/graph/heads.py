@@ -92,7 +92,7 @@ def split(b: _Builder, n: fx.Node, t: _Tag, x: tuple, out: torch.Tensor):
     """A reshape of channels-last C channels into trailing (parts, heads, dh) or (heads, dh)
     axes; the Heads tag, or None when the reshape is not such a split."""
     lead = len(x) - 1
-    if len(x) > 3 and out.dim() == 4 and out.shape[0] == x[0] \
+    if len(x) > 3 and out.dim() == 4 and out.shape[0] == x[0] and out.shape[3] > 1 \
             and out.shape[1] == ops.numel(x[1:-1]) and out.shape[2] * out.shape[3] == x[-1]:
         lead = 2  # a window's token axes merged: (B, h, w, C) → (B, h·w, heads, dh)
     elif out.dim() not in (lead + 2, lead + 3) or tuple(out.shape[:lead]) != tuple(x[:lead]):
@@ -115,9 +115,9 @@ def split(b: _Builder, n: fx.Node, t: _Tag, x: tuple, out: torch.Tensor):
 def split_first(b: _Builder, n: fx.Node, t: _Tag, x: tuple, out: torch.Tensor):
     """A reshape of channels-first (B, C, …) into (B, heads, dh, tokens) (timm's Attention2d):
     the Heads tag, or None."""
-    if out.dim() != 4 or len(x) < 3 or out.shape[0] != x[0] \
+    if out.dim() != 4 or len(x) < 3 or out.shape[0] != x[0] or out.shape[2] == 1 \
             or out.shape[1] * out.shape[2] != x[1] or out.shape[3] != ops.numel(x[2:]):
-        return None
+        return None  # (a head dimension of 1: (B, C, 1, H·W) is a window partition)
     _groups(b, n, t.space, out.shape[1])
     h = Heads((t.space,), out.shape[1], out.shape[2], None, 1, 2)
     b.named_points.append((t.space, point(n, h)))
@@ -200,6 +200,8 @@ def rule(b: _Builder, n: fx.Node, out):
         mod = b.modules[n.target]
         if isinstance(mod, (*ops.CARRY_MODULES, torch.nn.Softmax)):
             return t0
+        if (plain := _one_head(b, n, a0, t0, tagged, out)) is not None:
+            return plain
         raise WeightlabError(f"{n.name} ({type(mod).__name__}) on attention heads")
     name = ops.op_name(n)
     if isinstance(t0, HeadBias) and not any(isinstance(t, (Heads, Scores, Fragment))
@@ -258,8 +260,29 @@ def rule(b: _Builder, n: fx.Node, out):
             b.fix(t0.space, f"{n.name}: a computed bias is added to the scores")
             return t0
     if fn in ops.RESHAPE or (method and fn in ops.RESHAPE_METHODS):
-        return _merge(b, n, a0, t0, out)
+        try:
+            return _merge(b, n, a0, t0, out)
+        except WeightlabError:
+            if (plain := _one_head(b, n, a0, t0, tagged, out)) is not None:
+                return plain
+            raise
+    if (plain := _one_head(b, n, a0, t0, tagged, out)) is not None:
+        return plain
     raise WeightlabError(f"{n.name} ({name}) on attention heads is not supported")
+
+
+def _one_head(b: _Builder, n: fx.Node, a: fx.Node, t, tagged, out):
+    """A "split" into one head of all C channels on the last axis is only a unit axis (a
+    window grid of one window, (B, P, 1, C)): used as anything but attention, the value is
+    ordinary channels-last features again. None where that is not the case."""
+    from weightlab.graph.trace import _Tag
+
+    nd = len(a.meta["wl_shape"])
+    if not (isinstance(t, Heads) and t.heads == 1 and len(t.spaces) == 1 and len(tagged) == 1
+            and t.part_axis is None and t.dh_axis == nd - 1):
+        return None
+    b.tags[a] = _Tag(t.spaces[0], 1, nd > 2)
+    return b.rule(n, out)
 
 
 def gathered(b: _Builder, n: fx.Node, out: torch.Tensor) -> HeadBias | None:
