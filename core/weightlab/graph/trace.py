@@ -674,8 +674,9 @@ class _Builder(fx.Interpreter):
         for s in list(self.packed):  # a concatenated bias never split into parts: keep it
             self.fix(s, "its bias is concatenated from several parameters")
         rigid = {self.find(s): dh for s, dh in self.rigid.items()}
-        for r, dh in rigid.items():
-            if self.groups.get(r, 1) != self.size[r] // dh:  # (a space's heads are its units)
+        for r, dh in rigid.items():  # (a space's heads are its units)
+            heads_of = max((g for s, g in self.groups.items() if self.find(s) == r), default=1)
+            if heads_of != self.size[r] // dh:
                 self.fix(r, "its channels may not move within heads")
         # spaces sharing one head permutation: components of the ties (two for an attention,
         # more where a separate query meets a head-first block); a fixed one fixes them all
