@@ -180,15 +180,16 @@ def relative_position_bias(b: _Builder, n: fx.Node, out):
 
 
 def patch_merging(b: _Builder, n: fx.Node, out):
-    """Swin's 2×2 patch merging concatenates four neighbours' C channels: 4C channels whose
-    tiles share one permutation, which a space cannot say yet, so both sides stay fixed."""
+    """Swin's 2×2 patch merging concatenates four neighbours' C channels: 4C channels, tile k
+    at k·C … k·C + C − 1, all four moved by the one permutation of the space (the LayerNorm
+    and the reduction after it hold one offset entry per tile)."""
     t = _token_tag(b, n, n.args[0], "input")
-    b.fix(t.space, f"{n.name}: patch merging concatenates neighbours' channels")
-    s = b.new(out.shape[-1])
-    b.fix(s, f"{n.name}: patch merging")
+    if out.shape[-1] != 4 * b.size[b.find(t.space)]:
+        raise WeightlabError(f"{n.name} (patch merging): {out.shape[-1]} channels out of "
+                             f"{b.size[b.find(t.space)]}")
     from weightlab.graph.trace import _Tag
 
-    return _Tag(s, 1, True)
+    return _Tag(t.space, 1, True, 4)
 
 
 FUNCTIONS = {

@@ -25,8 +25,8 @@ ACT_METHODS = {"relu", "relu_", "sigmoid", "tanh", "sigmoid_", "tanh_"}
 CARRY_FNS = {F.dropout, F.dropout2d, F.max_pool1d, F.max_pool2d, F.avg_pool1d, F.avg_pool2d,
              F.adaptive_avg_pool1d, F.adaptive_avg_pool2d, F.adaptive_max_pool2d, torch.clamp,
              torch.clone}
-CARRY_METHODS = {"contiguous", "clone", "float", "double", "half", "to", "detach", "clamp",
-                 "clamp_"}
+CARRY_METHODS = {"contiguous", "clone", "float", "double", "half", "to", "type_as", "detach",
+                 "clamp", "clamp_"}
 ELEMENTWISE = {operator.add, operator.sub, operator.mul, operator.truediv, operator.iadd,
                operator.isub, operator.imul, operator.neg, torch.add, torch.sub, torch.mul,
                torch.div, torch.addcmul}

@@ -53,9 +53,12 @@ class Space:
     - ``groups``: attention heads. The space is ``groups`` contiguous blocks of size/groups
       channels (one per head); a permutation must map blocks onto blocks: a head moves as a
       whole to another head's place, and channels move within their head.
+      A rigid head space (RoPE, head-first q/k/v blocks: channels may not move within their
+      heads) has one unit per head, ``size == groups``, its entries' ``repeat`` the head's
+      channels.
     - ``tie``: another grouped space whose block (head) permutation must be the same: the
       query·key space of an attention and its value·output space (head h's scores weigh head
-      h's values).
+      h's values). Where more spaces share it, the ties form a cycle (each names the next).
     """
 
     id: int

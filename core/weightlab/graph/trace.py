@@ -30,6 +30,9 @@ class _Tag:
     space: int
     repeat: int = 1
     last: bool = False  # channels on the last axis (channels-last: N, H, W, C), not axis 1
+    # the channel axis holds ``tiles`` copies of the space side by side, tile-major (Swin's patch
+    # merging flattens 2×2 neighbours' C channels into 4C): tile k at indices k·C … k·C + C − 1
+    tiles: int = 1
 
     def dim(self, ndim: int) -> int:
         return ndim - 1 if self.last else 1
@@ -66,6 +69,7 @@ def trace(model: nn.Module, example_input: torch.Tensor) -> FeatureGraph:
         raise WeightlabError(_trace_error(where, e)) from None
     gm = fx.GraphModule(model, fx_graph)
     builder = _Builder(gm)
+    builder.state_keys = set(state)  # not fx's constants (_tensor_constant0) registered on gm
     p = next(iter(model.parameters()), None)
     x = example_input
     if p is not None and x.is_floating_point():
@@ -120,6 +124,7 @@ class _Builder(fx.Interpreter):
         self.ties: list[tuple[int, int]] = []  # (query·key, value·output) spaces of a head
         self.head_tags: dict[fx.Node, tuple[str, int]] = {}  # per-head bias → (table, axis)
         self.dead: set[int] = set()  # spaces split into parts (a fused qkv output)
+        self.rigid: dict[int, int] = {}  # head space → head dim, channels fixed within heads
         # a layer's bias concatenated from parameters in forward: space → [(key, length)]
         self.packed: dict[int, list[tuple[str, int]]] = {}
         self.state_keys = set(gm.state_dict())
@@ -221,13 +226,16 @@ class _Builder(fx.Interpreter):
             return None
         inputs = [(a, self.tag_of(a)) for a in ops.flat_nodes((n.args, n.kwargs))]
         tagged = [(a, t) for a, t in inputs if t is not None]
+        if any(t.tiles > 1 for _, t in tagged):
+            return self.tiled(n, tagged, out)
         if n.op == "call_module" and isinstance(self.modules[n.target], nn.MultiheadAttention):
             return attention.multihead(self, n, self.modules[n.target], out)
         name = ops.op_name(n)
         if name in attention.FUNCTIONS:
             return attention.FUNCTIONS[name](self, n, out)
-        if any(isinstance(self.tags.get(a), (heads.Heads, heads.Scores, heads.Parts))
-               for a in ops.flat_nodes((n.args, n.kwargs))):
+        head_args = [self.tags[a] for a in ops.flat_nodes((n.args, n.kwargs))
+                     if isinstance(self.tags.get(a), heads.TAGS)]
+        if head_args and not (tagged and all(isinstance(t, heads.HeadBias) for t in head_args)):
             return heads.rule(self, n, out)
         if isinstance(out, tuple) and tagged and any(isinstance(o, torch.Tensor) for o in out):
             if (parts := self.part_split(n, tagged[0], out)) is not None:
@@ -262,6 +270,9 @@ class _Builder(fx.Interpreter):
                     for a in n.args[0]) and out.dim() == 1:
                 # parameters concatenated (BEiT's qkv bias): remembered piece by piece
                 return _Packed(tuple((self.tags[a], a.meta["wl_shape"][0]) for a in n.args[0]))
+            if fn is operator.getitem and isinstance(self.tags.get(src), str) and (
+                    bias := heads.gathered(self, n, out)) is not None:
+                return bias  # a per-head bias table gathered by a position index
             if (fn in ops.RESHAPE or (is_method and fn in ops.RESHAPE_METHODS)) \
                     and isinstance(self.tags.get(src), str) \
                     and sorted(out.shape)[-1] == ops.numel(out.shape):
@@ -354,7 +365,7 @@ class _Builder(fx.Interpreter):
                     raise WeightlabError(f"{n.name} ({ops.op_name(n)}): parameter {key} of shape "
                                          f"{list(p)} does not broadcast per channel")
                 self.entry(key, axis, space, n)
-            elif isinstance(a, fx.Node) and a not in self.tags and a.meta.get("wl_shape") \
+            elif isinstance(a, fx.Node) and not isinstance(key, _Tag) and a.meta.get("wl_shape") \
                     and ops.numel(a.meta["wl_shape"]) > 1:
                 raise WeightlabError(f"{n.name} ({ops.op_name(n)}) combines features with a "
                                      f"computed tensor of shape {list(a.meta['wl_shape'])}")
@@ -402,6 +413,45 @@ class _Builder(fx.Interpreter):
             for s in spaces:
                 self.fix(s, f"a part of channels split at {n.name}")
         return heads.Parts(tuple(_Tag(s, 1, t.last) for s in spaces))
+
+    def tiled(self, n: fx.Node, tagged, out):
+        """Channels tiled side by side (after a patch merging): a LayerNorm over all of them
+        (its mean and variance do not depend on their order; γ and β hold one tile each), a
+        linear layer reading them (one block of input columns per tile), or a carry."""
+        node, t = tagged[0]
+        mod = self.modules.get(n.target) if n.op == "call_module" else None
+        c = self.size[self.find(t.space)]
+        width = c * t.tiles
+        if len(tagged) == 1 and t.repeat == 1 and t.last and out.dim() >= 2 \
+                and node.meta["wl_shape"][-1] == width:
+            if isinstance(mod, nn.LayerNorm) and type(mod).__name__ not in \
+                    ops.CHANNEL_LAYER_NORMS and tuple(mod.normalized_shape) == (width,) \
+                    and out.shape[-1] == width:
+                for pname, tensor in mod.named_parameters(recurse=False):
+                    if tensor.dim() == 1:
+                        for k in range(t.tiles):
+                            self.entry(f"{n.target}.{pname}", 0, t.space, n, offset=k * c)
+                self.norms.append((t.space, n.target))
+                return t
+            if isinstance(mod, nn.Linear):
+                s_out = self.new(out.shape[-1])
+                for k in range(t.tiles):
+                    self.entry(f"{n.target}.weight", 1, t.space, n, offset=k * c)
+                self.entry(f"{n.target}.weight", 0, s_out, n)
+                if mod.bias is not None:
+                    self.entry(f"{n.target}.bias", 0, s_out, n)
+                self.producers.append((s_out, n.target))
+                self.layers.append((Layer(n.target, "linear", f"{n.target}.weight",
+                                          f"{n.target}.bias" if mod.bias is not None else None,
+                                          -1, -1, 1, tuple(node.meta["wl_shape"][1:]),
+                                          tuple(out.shape[1:])), t.space, s_out))
+                return _Tag(s_out, 1, out.dim() > 2)
+            if (isinstance(mod, ops.CARRY_MODULES) or n.target in ops.CARRY_FNS or (
+                    n.op == "call_method" and n.target in ops.CARRY_METHODS)) \
+                    and out.shape[-1] == width:
+                return t
+        raise WeightlabError(f"{n.name} ({ops.op_name(n) if mod is None else type(mod).__name__})"
+                             f" on channels tiled by a patch merging is not supported")
 
     def linear_fn(self, n: fx.Node, arg, out):
         """F.linear(x, module.weight, module.bias) (timm's Linear subclass): a linear layer."""
@@ -484,12 +534,24 @@ class _Builder(fx.Interpreter):
             return t
         if t.last and t.repeat == 1 and (h := heads.split(self, n, t, x, out)) is not None:
             return h  # channels into (parts,) heads and head dims: attention by hand
-        if t.repeat == 1 and out.dim() >= 2 and (
-                (t.last and out.shape[-1] == x[-1] and len(x) > 2)
-                or (not t.last and out.dim() > 2 and tuple(out.shape[:2]) == tuple(x[:2]))):
-            # the channel axis untouched (row-major: the last axis, or the first two, of equal
-            # size keep their indices): token grids ↔ sequences, window partitions
-            return _Tag(t.space, 1, t.last and out.dim() > 2)
+        if not t.last and t.repeat == 1 and self.find(t.space) not in self.fixed and (
+                h := heads.split_first(self, n, t, x, out)) is not None:
+            return h  # (B, C, H, W) into (B, heads, dh, H·W): attention on a feature map
+        if t.repeat == 1 and out.dim() >= 2 and (t.last or len(x) == 2) \
+                and out.shape[-1] == x[-1] and (len(x) > 2 or out.dim() > 2):
+            # the channel axis last and untouched (row-major: the last axis of equal size keeps
+            # its indices): token grids ↔ sequences, window partitions, (N, C) rows of tokens
+            # and back (LeViT's BatchNorm over tokens flattened with the batch)
+            return _Tag(t.space, 1, out.dim() > 2)
+        if t.repeat == 1 and not t.last and out.dim() > 2 and tuple(out.shape[:2]) == tuple(
+                x[:2]):  # the first two axes (batch, channels) untouched
+            return _Tag(t.space, 1, False)
+        k = out.dim() - 1
+        if t.last and t.repeat == 1 and 2 < len(x) and 1 < k < len(x) - 1 \
+                and tuple(out.shape[:k]) == tuple(x[:k]) and out.shape[-1] == ops.numel(x[k:]):
+            # trailing neighbour axes flattened with the channels (…, 2, 2, C) → (…, 4C):
+            # each neighbour's C channels in turn, all in one permutation
+            return _Tag(t.space, 1, True, ops.numel(x[k:-1]))
         if t.last:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) reshapes a channels-last "
                                  f"{list(x)} tensor to {list(out.shape)}")
@@ -611,11 +673,31 @@ class _Builder(fx.Interpreter):
     def finish(self, fx_graph: fx.Graph) -> FeatureGraph:
         for s in list(self.packed):  # a concatenated bias never split into parts: keep it
             self.fix(s, "its bias is concatenated from several parameters")
-        for a, b in self.ties:  # a fixed head space keeps its partner's heads in place too
+        rigid = {self.find(s): dh for s, dh in self.rigid.items()}
+        for r, dh in rigid.items():  # (a space's heads are its units)
+            heads_of = max((g for s, g in self.groups.items() if self.find(s) == r), default=1)
+            if heads_of != self.size[r] // dh:
+                self.fix(r, "its channels may not move within heads")
+        # spaces sharing one head permutation: components of the ties (two for an attention,
+        # more where a separate query meets a head-first block); a fixed one fixes them all
+        comp: dict[int, list[int]] = {}
+        link = {}
+        for a, b in self.ties:
             fa, fb = self.find(a), self.find(b)
-            if (fa in self.fixed) != (fb in self.fixed):
-                self.fix(fb if fa in self.fixed else fa, "tied to a fixed head space")
+            ra, rb = _root(link, fa), _root(link, fb)
+            if ra != rb:
+                link[rb] = ra
+        for a, b in self.ties:
+            for f in (self.find(a), self.find(b)):
+                members = comp.setdefault(_root(link, f), [])
+                if f not in members:
+                    members.append(f)
+        for members in comp.values():
+            if any(f in self.fixed for f in members):
+                for f in members:
+                    self.fix(f, "tied to a fixed head space")
         roots: dict[int, int] = {}  # raw root → compact id, in order of first appearance
+
         for s in range(len(self.parent)):
             if self.find(s) not in self.dead:
                 roots.setdefault(self.find(s), len(roots))
@@ -624,11 +706,21 @@ class _Builder(fx.Interpreter):
         for s, g in self.groups.items():
             sp = spaces[roots[self.find(s)]]
             sp.groups = max(sp.groups, g)
-        for a, b in self.ties:
-            ia, ib = roots[self.find(a)], roots[self.find(b)]
-            spaces[ia].tie, spaces[ib].tie = ib, ia
+        for members in comp.values():  # a cycle: each names the next (units() walks it)
+            ids = [roots[f] for f in members if f in roots]
+            for i, sid in enumerate(ids):
+                spaces[sid].tie = ids[(i + 1) % len(ids)] if len(ids) > 1 else None
+        for r, dh in rigid.items():
+            # heads move as whole blocks, channels stay in place within them (RoPE): a space
+            # of one unit per head, each unit dh consecutive channels of every axis
+            sp = spaces[roots[r]]
+            if not sp.fixed:
+                sp.size //= dh
         for (key, axis, offset, per_group), (s, rep) in self.entries.items():
-            spaces[roots[self.find(s)]].entries.append(Entry(key, axis, rep, offset, per_group))
+            r = self.find(s)
+            if r in rigid and not spaces[roots[r]].fixed and not per_group:
+                rep *= rigid[r]
+            spaces[roots[r]].entries.append(Entry(key, axis, rep, offset, per_group))
         for s, name in self.producers:
             _add(spaces[roots[self.find(s)]].producers, name)
         for s, name in self.norms:
@@ -636,14 +728,16 @@ class _Builder(fx.Interpreter):
         for s, node in self.points:  # (a space split into parts keeps none: its features
             if self.find(s) in roots:  # are the parts' side by side)
                 _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
-        for s, name in self.named_points:
-            _add(spaces[roots[self.find(s)]].feature_points, name)
+        for s, name in self.named_points:  # (a rigid space's units are whole heads: none)
+            if self.find(s) not in rigid or spaces[roots[self.find(s)]].fixed:
+                _add(spaces[roots[self.find(s)]].feature_points, name)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
             if self.find(s) not in roots:
                 continue
             sp = spaces[roots[self.find(s)]]
             if not any(roots.get(self.find(t)) == sp.id for t, _ in self.points) \
-                    and self.tag_of(node) and self.tag_of(node).repeat == 1:
+                    and self.tag_of(node) and self.tag_of(node).repeat == 1 \
+                    and self.tag_of(node).tiles == 1:
                 _add(sp.feature_points, self.point_name(node))
         layers, seen = [], set()
         for layer, s_in, s_out in self.layers:
@@ -661,6 +755,12 @@ class _Builder(fx.Interpreter):
         if node.op == "call_module" and self.calls.get(node.target) == 1:
             return node.target + last
         return node.name + last
+
+
+def _root(link: dict[int, int], x: int) -> int:
+    while x in link:
+        x = link[x]
+    return x
 
 
 def _add(items: list[str], name: str) -> None:

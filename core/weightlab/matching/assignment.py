@@ -35,14 +35,16 @@ def solve_grouped(scores: list[torch.Tensor], groups: int, what: str = "assignme
     within-block assignment of A's block g to B's block h is a linear assignment with value
     v_k[g, h]; τ is the assignment maximising Σ_g Σ_k v_k[g, τ(g)]; perm_k puts B's block
     τ(g), reordered by its within-block assignment, at A's block g."""
-    n = scores[0].shape[0]
     if groups <= 1:
         return [solve_assignment(s, what) for s in scores]
-    d = n // groups
+    # each space's own block size: tied spaces may differ (a rigid RoPE query·key space has
+    # one unit per head, its value·output space head-dim channels per head)
+    ds = [s.shape[0] // groups for s in scores]
     value = torch.zeros(groups, groups, dtype=torch.float64)
     inner: dict[tuple[int, int, int], torch.Tensor] = {}
     for k, s in enumerate(scores):
         s = s.detach().to("cpu", torch.float64)
+        d = ds[k]
         for g in range(groups):
             for h in range(groups):
                 block = s[g * d:(g + 1) * d, h * d:(h + 1) * d]
@@ -50,7 +52,7 @@ def solve_grouped(scores: list[torch.Tensor], groups: int, what: str = "assignme
                 inner[(k, g, h)] = p
                 value[g, h] += block[torch.arange(d), p].sum()
     tau = solve_assignment(value, what)
-    return [torch.cat([tau[g] * d + inner[(k, g, int(tau[g]))] for g in range(groups)])
+    return [torch.cat([tau[g] * ds[k] + inner[(k, g, int(tau[g]))] for g in range(groups)])
             for k in range(len(scores))]
 
 
