@@ -26,8 +26,13 @@ def run(capsys, *argv):
 def _merged_top1(capsys, paths, matcher, out):
     code, stdout, err = run(capsys, "merge", *paths, "--matcher", matcher, "-o", out, "--json")
     assert code == 0, err
-    rows = json.loads(stdout)["evaluation"]
+    res = json.loads(stdout)
+    rows = res["evaluation"]
     assert len(rows) == 5 and rows[-1]["model"] == f"merged → {out}"
+    if matcher != "identity":  # the matcher's report on each alignment: cycle-consistent
+        assert [a["model"] for a in res["alignment"]] == [1, 2, 3, 4]
+        assert {a["matcher"] for a in res["alignment"]} == {matcher}
+        assert all(a["cycle_error"] == 0 for a in res["alignment"])
     return rows[-1]["top1"]
 
 
