@@ -213,3 +213,31 @@ def test_merge_calls_match_many_when_a_matcher_aligns_all_models_jointly():
 
     with pytest.raises(UsageError, match="returned 1 alignments for 3 models"):
         merge(models, [1 / 3] * 3, matcher=Short(), graph=graph)
+
+
+def test_merge_diagnostics_script_on_two_random_vits(tmp_path, monkeypatch, capsys):
+    """scripts/merge_diagnostics.py (docs/results.md, "Why the ViT midpoints stay low") on two
+    untrained ViT-2×32/2 built from seeds 0 and 1: every weight-matched B computes B's function
+    (max |Δ logits| printed ≤ 1e-4) and the initialization it rebuilds from the provenance's
+    seed is the model itself (cos(W, W₀) = 1.00 / 1.00 for all 12 weight tensors)."""
+    import re
+    import runpy
+    import sys
+    from pathlib import Path
+
+    paths = []
+    for seed in (0, 1):
+        net = testing.tiny_model("vit_d2_w32_p2_h4", seed=seed)
+        info = ckpt_io.model_info("vit_d2_w32_p2_h4", {}, (1, 8, 8), 10)
+        paths.append(ckpt_io.save(ckpt_io.from_model(net, info, data={"name": "digits"},
+                                                     provenance={"seed": seed}),
+                                  tmp_path / f"vit_{seed}.safetensors"))
+    script = Path(__file__).resolve().parents[1] / "scripts" / "merge_diagnostics.py"
+    monkeypatch.setattr(sys, "argv", [str(script), *map(str, paths), "--seeds", "2",
+                                      "--samples", "200", "--threads", "1"])
+    runpy.run_path(str(script), run_name="__main__")
+    out = capsys.readouterr().out
+    deltas = [float(d) for d in re.findall(r"max \|Δ logits\| (\S+)", out)]
+    assert len(deltas) == 2 and max(deltas) <= 1e-4
+    cos = re.findall(r"^  \S+ +(\S+) / (\S+)$", out, flags=re.M)
+    assert len(cos) == 12 and all(c == ("1.00", "1.00") for c in cos)
