@@ -27,16 +27,11 @@ class RayParams:
 
 
 def _warm() -> int:
-    """In a Ray worker: the imports every step pays first (torch, weightlab's operations and
-    the plugins' entry points), done once per worker process; Ray reuses the process."""
-    import os
+    """In a Ray worker: the imports every step pays first (weightlab.executors.step.warm),
+    done once per worker process; Ray reuses the process for the driver's later tasks."""
+    from weightlab.executors.step import warm
 
-    import weightlab.executors.step  # noqa: F401
-    import weightlab.ops  # noqa: F401
-    from weightlab import plugins
-
-    plugins.registry()
-    return os.getpid()
+    return warm()
 
 
 def _run(spec: dict[str, Any], run_dir: str) -> dict[str, Any]:
