@@ -7,8 +7,9 @@ order. Both must reach the same permutations and objective before any time is co
     python -m benchmarks.bench_matching [--quick] [--device cuda] [--threads N] [--out FILE]
 
 ``--quick`` uses cifar_vgg11 and cifar_resnet20, at most 3 sweeps (seconds on a CPU); the
-full run uses cifar_vgg16_bn and cifar_resnet20_4x (``--models`` picks others). Two
-random-init models per architecture (seeds 0, 1).
+full run uses cifar_vgg16_bn and cifar_resnet20_4x (``--models`` picks others, e.g.
+``--models timm/vit_small_patch16_224 --size 224``: attention-head units, packed and per-head
+entries). Two random-init models per architecture (seeds 0, 1).
 Nothing is written unless ``--out FILE`` (JSON).
 """
 
@@ -28,43 +29,84 @@ QUICK = ("cifar_vgg11", "cifar_resnet20")
 
 
 def reference_weight_matching(graph, state_a, state_b, max_iter=100, seed=0, tol=1e-12):
-    """Git Re-Basin weight matching written plainly with numpy (the baseline)."""
+    """Git Re-Basin weight matching written plainly with numpy (the baseline): every visit
+    re-slices and re-permutes every tensor of the space. Units of tied attention-head spaces
+    are visited together and solved by the plain grouped assignment below."""
     from weightlab.matching.weight import visit_orders
 
     a = {k: v.detach().cpu().double().numpy() for k, v in state_a.items()}
     b = {k: v.detach().cpu().double().numpy() for k, v in state_b.items()}
-    free = graph.free_spaces()
+    units = graph.units()
     axes = graph.param_axes()
-    perms = {s.id: np.arange(s.size) for s in free}
+    perms = {s.id: np.arange(s.size) for u in units for s in u}
+
+    def index(t, other, length):  # the whole axis, with space t's channels permuted
+        p = perms[t]
+        if other.per_group:  # one index per head: the heads' permutation
+            d = graph[t].size // graph[t].groups
+            p = p.reshape(-1, d)[:, 0] // d
+        full = np.arange(length)
+        blocks = _blocks(p, other.repeat)
+        full[other.offset:other.offset + len(blocks)] = blocks + other.offset
+        return full
+
+    def score(space):
+        out = np.zeros((space.size, space.size))
+        for e in space.entries:
+            if e.per_group:
+                continue  # per-head tables are left out of S (as weightlab's matcher)
+            w_b = b[e.key]
+            for t, other in axes[e.key]:
+                if other.axis != e.axis:
+                    w_b = np.take(w_b, index(t, other, w_b.shape[other.axis]), axis=other.axis)
+            n = space.size * e.repeat
+            rows_a = np.moveaxis(a[e.key], e.axis, 0)[e.offset:e.offset + n]
+            rows_b = np.moveaxis(w_b, e.axis, 0)[e.offset:e.offset + n]
+            out += rows_a.reshape(space.size, -1) @ rows_b.reshape(space.size, -1).T
+        return out
+
     sweeps = 0
-    for sweeps, order in enumerate(visit_orders(len(free), seed), start=1):
+    for sweeps, order in enumerate(visit_orders(len(units), seed), start=1):
         progress = False
         for i in order:
-            space = free[i]
-            score = np.zeros((space.size, space.size))
-            for e in space.entries:
-                w_b = b[e.key]
-                for t, other in axes[e.key]:
-                    if other.axis != e.axis:
-                        w_b = np.take(w_b, _blocks(perms[t], other.repeat), axis=other.axis)
-                rows_a = np.moveaxis(a[e.key], e.axis, 0).reshape(space.size, -1)
-                rows_b = np.moveaxis(w_b, e.axis, 0).reshape(space.size, -1)
-                score += rows_a @ rows_b.T
-            _, perm = linear_sum_assignment(score, maximize=True)
-            old = score[np.arange(space.size), perms[space.id]].sum()
-            new = score[np.arange(space.size), perm].sum()
-            progress |= new - old > tol * max(1.0, abs(old))
-            perms[space.id] = perm
+            unit = units[i]
+            scores = [score(s) for s in unit]
+            new = _grouped(scores, unit[0].groups)
+            before = sum(sc[np.arange(len(sc)), perms[s.id]].sum() for s, sc in zip(unit, scores))
+            after = sum(sc[np.arange(len(sc)), p].sum() for sc, p in zip(scores, new))
+            progress |= after - before > tol * max(1.0, abs(before))
+            for s, p in zip(unit, new):
+                perms[s.id] = p
         if not progress or sweeps >= max_iter:
             break
     return {s: torch.from_numpy(p) for s, p in perms.items()}, sweeps
+
+
+def _grouped(scores, groups):
+    """Per pair of heads (g, h) and space k the best within-head assignment; the head
+    assignment τ maximising the summed values; each space's permutation from τ."""
+    if groups <= 1:
+        return [linear_sum_assignment(sc, maximize=True)[1] for sc in scores]
+    value = np.zeros((groups, groups))
+    inner = {}
+    for k, sc in enumerate(scores):
+        d = len(sc) // groups
+        for g in range(groups):
+            for h in range(groups):
+                block = sc[g * d:(g + 1) * d, h * d:(h + 1) * d]
+                _, p = linear_sum_assignment(block, maximize=True)
+                inner[k, g, h] = p
+                value[g, h] += block[np.arange(d), p].sum()
+    _, tau = linear_sum_assignment(value, maximize=True)
+    return [np.concatenate([tau[g] * (len(sc) // groups) + inner[k, g, tau[g]]
+                            for g in range(groups)]) for k, sc in enumerate(scores)]
 
 
 def _blocks(perm, r):
     return (perm[:, None] * r + np.arange(r)).reshape(-1) if r > 1 else perm
 
 
-def run_case(name: str, device: str, max_iter: int) -> dict:
+def run_case(name: str, device: str, max_iter: int, size: int = 32) -> dict:
     from weightlab import plugins
     from weightlab.alignment import Alignment
     from weightlab.graph import trace
@@ -74,8 +116,8 @@ def run_case(name: str, device: str, max_iter: int) -> dict:
     nets = []
     for seed in (0, 1):
         torch.manual_seed(seed)
-        nets.append(comp.build((3, 32, 32), 10).eval())
-    graph = trace(nets[0], torch.zeros(1, 3, 32, 32))
+        nets.append(comp.build((3, size, size), 10).eval())
+    graph = trace(nets[0], torch.zeros(1, 3, size, size))
     sa, sb = (n.state_dict() for n in nets)
     t0 = time.perf_counter()
     ref_perms, ref_sweeps = reference_weight_matching(graph, sa, sb, max_iter=max_iter)
@@ -109,6 +151,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
                     help="sweeps at most (default 100; 3 with --quick)")
     ap.add_argument("--models", nargs="+", help="model names (default: by --quick)")
     ap.add_argument("--threads", type=int, help="CPU threads for torch and numpy (BLAS)")
+    ap.add_argument("--size", type=int, default=32, help="input height and width (224 for "
+                    "timm/vit_small_patch16_224)")
     ap.add_argument("--out", help="write the results as JSON to this file")
     args = ap.parse_args(argv)
     if args.threads:
@@ -118,7 +162,7 @@ def main(argv: list[str] | None = None) -> list[dict]:
         threadpool_limits(args.threads)
     max_iter = args.max_iter or (3 if args.quick else 100)
     names = args.models or (QUICK if args.quick else FULL)
-    rows = [run_case(n, args.device, max_iter) for n in names]
+    rows = [run_case(n, args.device, max_iter, args.size) for n in names]
     print(f"{'model':<20}{'spaces':>7}{'sweeps':>7}{'reference s':>13}{'weightlab f64 s':>17}"
           f"{'×':>7}{'same':>6}{'f32 s':>9}{'×':>7}{'same':>6}{'Δobj f32':>10}")
     for r in rows:

@@ -241,14 +241,15 @@ def test_matchers_are_registered_components():
 def test_benchmark_quick_agrees_with_the_reference(tmp_path):
     """``python -m benchmarks.bench_matching --quick`` runs and its own check holds:
     weightlab's matcher and the numpy reference reach the same permutations and objective
-    (float64) on two random cifar_resnet20 (measured: identical, 3 sweeps)."""
+    (float64) on two random cifar_resnet20 (measured: identical, 3 sweeps) and on two random
+    ViTs (vit_d2_w32_p4_h4: tied head units, packed in_proj rows; identical, 3 sweeps)."""
     out = tmp_path / "bench.json"
     cmd = [sys.executable, "-m", "benchmarks.bench_matching", "--quick", "--models",
-           "cifar_resnet20", "--out", str(out)]
+           "cifar_resnet20", "vit_d2_w32_p4_h4", "--out", str(out)]
     proc = subprocess.run(cmd, cwd=testing.REPO, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [r["model"] for r in rows] == ["cifar_resnet20"]
+    assert [r["model"] for r in rows] == ["cifar_resnet20", "vit_d2_w32_p4_h4"]
     for r in rows:
         assert r["f64_same_perms"] and abs(r["f64_rel_objective"]) < 1e-12
         assert r["ref_sweeps"] == 3 and r["f32_same_perms"]
