@@ -283,3 +283,27 @@ def test_twin_steps_submitted_together_run_once_on_an_executor(tmp_path, cli):
     assert ran == {"a": True, "b": False}
     assert res["steps"][1]["outputs"] == res["steps"][0]["outputs"]
     assert not list((tmp_path / "run" / "b").glob("*.safetensors"))  # trained once, in a/
+
+
+def test_compare_is_a_recipe_step_with_listed_components(tmp_path, cli):
+    """``do = "compare"`` runs the comparison as a step (the same operation as ``weightlab
+    compare``); its matchers may be a TOML list or a comma string, each validated before any
+    work: an unknown one is one problem naming the step's line. Two 2×32 digits MLPs (1 epoch):
+    the rows are the matchers in order and the JSON is the step's result."""
+    text = PIPELINE.split("[[step]]\nname = \"merge\"")[0] + """
+[[step]]
+name = "cmp"
+do = "compare"
+checkpoints = ["${pair.model_1}", "${pair.model_2}"]
+matchers = ["identity", "weight"]
+calibration_samples = 256
+"""
+    res = cli.json("run", _write(tmp_path, text), "--quick", "--out", tmp_path / "run")
+    rows = json.loads((tmp_path / "run" / "cmp" / "result.json").read_text())["rows"]
+    assert [r["matcher"] for r in rows] == ["identity", "weight"]
+    assert all(r["error"] is None and 0 < r["top1"] <= 1 for r in rows)
+    assert [s["name"] for s in res["steps"]] == ["pair", "cmp"]
+    bad = _write(tmp_path, text.replace('"identity", "weight"', '"identity", "wieght"'),
+                 "bad.toml")
+    code, out, err = cli("run", bad, "--quick", "--out", tmp_path / "bad")
+    assert code == 2 and "unknown matcher 'wieght'" in err and "bad.toml:" in err

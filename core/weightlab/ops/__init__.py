@@ -31,7 +31,7 @@ def __getattr__(name: str) -> Any:
     if name == "CORE_OPERATIONS":
         return [__getattr__(n) for n in ("import_checkpoint", "flops", "graph_info", "evaluate",
                                          "train", "prune", "merge", "interpolate",
-                                         "diagnose")]
+                                         "diagnose", "compare")]
     if name in ("get", "operations"):
         from weightlab.ops import registry
 

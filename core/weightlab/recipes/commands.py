@@ -208,8 +208,9 @@ def component_problems(cmd: Command, options: dict[str, Any]) -> list[tuple[str,
         if key not in options or not cmd.has(key) or _unresolved(options[key]):
             continue
         value = options[key]
-        names = value.split(",") if key in LIST_COMPONENT_OPTIONS and isinstance(value, str) \
-            else [value]
+        listed = key in LIST_COMPONENT_OPTIONS
+        names = value.split(",") if listed and isinstance(value, str) else \
+            list(value) if listed and isinstance(value, list) else [value]  # TOML list too
         for name in names:
             name = str(name).strip()
             if name in ("", "none") and kind != "models":
