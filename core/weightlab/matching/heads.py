@@ -53,9 +53,21 @@ def unit_joint_merges(graph: FeatureGraph, unit: list[Space], stats: dict[int, F
     """(M, U) of every space of a head unit (two models), as the module docstring says.
     ``rule(stats_of_one_head_pair, space)`` returns the (d × 2d, 2d × d) merge of one head of
     A with its matched head of B."""
+    cross = [stats[s.id].block(0, 1, "corr") for s in unit]
+    return grouped_joint_merges(
+        graph, unit, cross, lambda space, index: rule(substats(stats[space.id], index), space),
+        what)
+
+
+def grouped_joint_merges(graph: FeatureGraph, unit: list[Space], cross: list[torch.Tensor],
+                         rule: Callable[[Space, torch.Tensor], tuple[torch.Tensor, torch.Tensor]],
+                         what: str = "joint merge"
+                         ) -> dict[int, tuple[torch.Tensor, torch.Tensor]]:
+    """The same from any similarity: ``cross[k]`` (C × C) scores A's channel i against B's j in
+    the unit's k-th space (the head assignment is solved on it), and ``rule(space, index)``
+    merges the 2d units ``index`` of the joint 2C vector (A's head, then B's matched head)."""
     groups = unit[0].groups
-    sims = [stats[s.id].block(0, 1, "corr") for s in unit]
-    perms = solve_grouped(sims, groups, what=f"{what}, channel space {unit[0].id}")
+    perms = solve_grouped(cross, groups, what=f"{what}, channel space {unit[0].id}")
     out = {}
     for space, perm in zip(unit, perms, strict=True):
         c = space.size
@@ -72,7 +84,7 @@ def unit_joint_merges(graph: FeatureGraph, unit: list[Space], stats: dict[int, F
         for g in range(groups):
             a = torch.arange(g * d, (g + 1) * d)
             b = torch.arange(int(tau[g]) * d, (int(tau[g]) + 1) * d) + c
-            m_g, u_g = rule(substats(stats[space.id], torch.cat([a, b])), space)
+            m_g, u_g = rule(space, torch.cat([a, b]))
             rows = slice(g * d, (g + 1) * d)
             merge[rows, a] = m_g[:, :d].to(merge)
             merge[rows, b] = m_g[:, d:].to(merge)

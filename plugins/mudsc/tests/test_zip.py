@@ -3,11 +3,9 @@ itself, the joint merge is a joint matcher's, and head spaces are refused in one
 
 from __future__ import annotations
 
-import pytest
 import torch
 from weightlab import plugins, testing
 from weightlab.alignment import permute_model, random_permutation
-from weightlab.errors import UsageError
 from weightlab_zipit.joint import merged_state
 
 
@@ -46,10 +44,17 @@ def test_planted_permutation_zips_back_to_the_model(digits_calibration):
     assert err < 1e-6
 
 
-def test_zip_refuses_head_spaces_in_one_line():
+def test_zip_merges_a_vit_with_its_planted_copy_head_by_head():
+    """A one-block ViT (2 heads of 8) and a copy with a random permutation of every free space,
+    heads included: mode=zip matches heads as blocks (value·output zipped within the matched
+    heads, query·key permuted) and the merge at ½ gives the model's tensors back (measured
+    max |Δ| 0.0; bound 1e-6)."""
     a = testing.tiny_model("vit_d1_w16_p7_h2", (1, 28, 28), seed=0).eval()
     graph = testing.trace(a, (1, 28, 28))
-    x = torch.randn(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
-    with pytest.raises(UsageError, match="mode=zip cannot merge attention head spaces") as e:
-        matcher("mudsc", mode="zip").match(graph, a, a, [(x, torch.zeros(8).long())])
-    assert len(str(e.value).splitlines()) == 1
+    assert any(s.groups > 1 for s in graph.free_spaces())
+    b = permute_model(a, graph, random_permutation(graph, torch.Generator().manual_seed(3)))
+    x = torch.randn(64, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    al = matcher("mudsc", mode="zip").match(graph, a, b, [(x, torch.zeros(64).long())])
+    merged = merged_state([a, b], graph, al)
+    err = max(float((merged[k] - v).abs().max()) for k, v in a.state_dict().items())
+    assert err < 1e-6

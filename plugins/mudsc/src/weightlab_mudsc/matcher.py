@@ -22,7 +22,8 @@ class MuDSC(Matcher):
     activation matching (``similarity=correlation``, or ``inner`` with
     ``activation_similarity=inner``). ``mode=zip``: the authors' zip form — both models'
     units zipped ZipIt!-style on the joint 2C × 2C S (weight vectors expressed in the merged
-    spaces), a joint merge of exactly two models; no head spaces.
+    spaces), a joint merge of exactly two models; attention heads matched as blocks, value·output
+    zipped within the matched heads, query·key permuted (weightlab.matching.heads).
 
     Example: ``weightlab merge a.safetensors b.safetensors --matcher mudsc
     --matcher-param alpha=0.5 --data mnist``.

@@ -25,6 +25,7 @@ from weightlab.alignment import transform_axis
 from weightlab.errors import UsageError
 from weightlab.graph.spaces import FeatureGraph, Space
 from weightlab.matching.features import FeatureStats
+from weightlab.matching.heads import grouped_joint_merges
 from weightlab.matching.weight import is_bn_stat, rows, visit_orders
 
 
@@ -78,37 +79,53 @@ def mudsc_zip(graph: FeatureGraph, states: list[dict[str, torch.Tensor]],
     from weightlab_zipit.joint import JointAlignment, model_parts
     from weightlab_zipit.zipit import constant_features_alike, zip_match
 
-    heads = [s.id for s in graph.free_spaces() if s.groups > 1]
-    if heads:
-        raise UsageError(f"matcher mudsc: mode=zip cannot merge attention head spaces "
-                         f"({len(heads)} here); use mode=permute (heads matched as blocks)")
     states = [{k: v.detach().to("cpu", torch.float64) for k, v in s.items()} for s in states]
     act = {}
     for sid, st in stats.items():
         m = st.corr() if activation_similarity == "correlation" else st.inner()
         act[sid] = constant_features_alike(m, st.cov.diagonal()).double()
-    spaces = graph.free_spaces()
+    units = graph.units()
+    heads = [s.id for u in units if u[0].groups > 1 for s in u if s.id not in act]
+    if heads:
+        raise UsageError(f"matcher mudsc: mode=zip needs the features of attention head spaces "
+                         f"(space {heads[0]} has no feature point to read); use mode=permute")
+
+    def unit_merges(unit, sims):
+        """Zip each space of ``unit`` on its joint similarity; a head unit head by head
+        (weightlab.matching.heads: heads matched as blocks, value·output zipped within the
+        matched heads, query·key permuted)."""
+        if unit[0].groups <= 1:
+            return {s.id: zip_match(sims[s.id], a, b) for s in unit}
+        cross = [sims[s.id][:s.size, s.size:] for s in unit]
+        return grouped_joint_merges(
+            graph, unit, cross,
+            lambda space, idx: zip_match(sims[space.id][idx][:, idx], a, b), "matcher mudsc")
+
     out = JointAlignment()
-    for s in spaces:
-        eye = torch.eye(s.size, dtype=torch.float64)
-        out.merges[s.id] = (zip_match(act[s.id], a, b) if s.id in act else
-                            (torch.cat([eye, eye], 1) * 0.5, torch.cat([eye, eye])))
+    for unit in units:
+        if all(s.id in act for s in unit):
+            out.merges.update(unit_merges(unit, act))
+        else:  # a space without features (weight-only): the identity until its first visit
+            for s in unit:
+                eye = torch.eye(s.size, dtype=torch.float64)
+                out.merges[s.id] = (torch.cat([eye, eye], 1) * 0.5, torch.cat([eye, eye]))
     best, best_merges, stale, sweeps = -float("inf"), dict(out.merges), 0, 0
     value = dict.fromkeys(out.merges, 0.0)
-    for sweeps, order in enumerate(visit_orders(len(spaces), seed), start=1):
+    for sweeps, order in enumerate(visit_orders(len(units), seed), start=1):
         changed = False
         for i in order:
-            s = spaces[i]
+            unit = units[i]
             parts = model_parts(out, graph)
-            x = joint_weight_vectors(graph, s, states, parts)
-            sim = similarity_of(x, weight_similarity)
-            if s.id in act:
-                sim = alpha * sim + (1 - alpha) * act[s.id]
-            merge, unmerge = zip_match(sim, a, b)
-            value[s.id] = zipped_similarity(sim, unmerge)
-            if not torch.equal(unmerge, out.merges[s.id][1].to(unmerge)):
-                changed = True
-                out.merges[s.id] = (merge, unmerge)
+            sims = {}
+            for s in unit:
+                x = joint_weight_vectors(graph, s, states, parts)
+                sim = similarity_of(x, weight_similarity)
+                sims[s.id] = alpha * sim + (1 - alpha) * act[s.id] if s.id in act else sim
+            for sid, (merge, unmerge) in unit_merges(unit, sims).items():
+                value[sid] = zipped_similarity(sims[sid], unmerge)
+                if not torch.equal(unmerge, out.merges[sid][1].to(unmerge)):
+                    changed = True
+                    out.merges[sid] = (merge, unmerge)
         total = sum(value.values()) / max(len(value), 1)
         if total > best:
             best, best_merges, stale = total, dict(out.merges), 0
@@ -117,6 +134,7 @@ def mudsc_zip(graph: FeatureGraph, states: list[dict[str, torch.Tensor]],
         if not changed or stale >= patience or sweeps >= max_iter:
             break
     out.merges = best_merges
+    spaces = graph.free_spaces()
     out.info.update(matcher="mudsc", joint=True, models=2, sweeps=sweeps,
                     converged=not changed, value=best, alpha=alpha,
                     weight_only_spaces=sorted(s.id for s in spaces if s.id not in act))
