@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import textwrap
@@ -30,28 +29,11 @@ def fresh_plugins():
     plugins.set_state(old)
 
 
-class CLI:
-    """``cli("list", "models", "--json")`` → (exit code, stdout, stderr), run in-process."""
-
-    def __init__(self, capsys):
-        self.capsys = capsys
-
-    def __call__(self, *argv: str) -> tuple[int, str, str]:
-        from weightlab_cli.main import main
-
-        self.capsys.readouterr()
-        code = main([str(a) for a in argv])
-        out, err = self.capsys.readouterr()
-        return code, out, err
-
-    def json(self, *argv: str):
-        code, out, err = self(*argv, "--json")
-        assert code == 0, err
-        return json.loads(out)
-
-
 @pytest.fixture
 def cli(capsys):
+    """The CLI run in-process (weightlab_cli.testing.CLI)."""
+    from weightlab_cli.testing import CLI
+
     return CLI(capsys)
 
 

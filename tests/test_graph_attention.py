@@ -9,28 +9,18 @@ import itertools
 import pytest
 import torch
 from torch import nn
+from weightlab import testing
 from weightlab.alignment import Alignment, permute_model, random_permutation
 from weightlab.graph import trace
 from weightlab.graph.check import permutation_check
 from weightlab.matching.assignment import solve_grouped
 
 
-def _small_vit(seed: int = 0):
-    import torchvision
-
-    torch.manual_seed(seed)
-    net = torchvision.models.VisionTransformer(image_size=28, patch_size=7, num_layers=2,
-                                               num_heads=4, hidden_dim=32, mlp_dim=64,
-                                               num_classes=10).eval()
-    nn.init.normal_(net.heads.head.weight, std=0.1)  # torchvision zero-initializes the head
-    return net
-
-
 def test_vit_spaces_heads_and_ties():
     """torchvision ViT (2 blocks, 4 heads of 8): 9 spaces — input, the residual stream (class
     token, position embedding, every LayerNorm and projection output), per block a query·key
     and a value·output space of 4 heads tied to each other and a 64-wide MLP space, logits."""
-    net = _small_vit()
+    net = testing.torchvision_vit()
     g = trace(net, torch.randn(1, 3, 28, 28))
     sizes = sorted((s.size, s.groups) for s in g.free_spaces())
     assert sizes == [(32, 1), (32, 4), (32, 4), (32, 4), (32, 4), (64, 1), (64, 1)]
@@ -52,7 +42,7 @@ def test_breaking_a_head_tie_changes_the_function():
     query·key and value·output spaces, or moving one channel to another head, changes the
     outputs by 2–40 % relative (measured 0.07 and 0.42), while the tied permutation changes
     them by < 1e-12."""
-    net = _small_vit().double()
+    net = testing.torchvision_vit().double()
     x = torch.randn(8, 3, 28, 28, dtype=torch.float64)
     g = trace(net, x[:1])
     y = net(x)
@@ -165,7 +155,7 @@ def test_matching_recovers_planted_head_permutations(matcher):
     moved, channels moved within heads, tied Q·K/V·O): activation matching (Q, K, V read from
     the attention's inputs) and weight matching both recover it exactly (max |Δ| 0.0 over
     every tensor)."""
-    _assert_recovers_planted(_small_vit(1), matcher, 28, seed=2)
+    _assert_recovers_planted(testing.torchvision_vit(1), matcher, 28, seed=2)
 
 
 @pytest.mark.parametrize("name", ["vit_b_16", "swin_t"])

@@ -256,3 +256,19 @@ def mnist_mlp_pair(calibration_samples: int = 5000) -> dict:
             "root": root, "test": data.loader("test", batch_size=2000),
             "calibration": data.loader("calibration", batch_size=1000,
                                        num_samples=calibration_samples)}
+
+
+def torchvision_vit(seed: int = 0) -> Any:
+    """A small torchvision ViT for attention tests (28×28 RGB, 7×7 patches, 2 blocks, 4 heads of
+    8, width 32, MLP 64): a residual stream, per block a query·key and a value·output space of
+    4 heads and an MLP space. torchvision zero-initializes the head; here it is N(0, 0.1²) so
+    that the logits depend on the rest. Eval mode."""
+    import torch
+    import torchvision
+
+    torch.manual_seed(seed)
+    net = torchvision.models.VisionTransformer(image_size=28, patch_size=7, num_layers=2,
+                                               num_heads=4, hidden_dim=32, mlp_dim=64,
+                                               num_classes=10).eval()
+    torch.nn.init.normal_(net.heads.head.weight, std=0.1)
+    return net

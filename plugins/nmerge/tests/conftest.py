@@ -3,15 +3,9 @@ MNIST MLPs trained from different seeds (MNIST from ../shared/data; skipped when
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
-
-
-def pytest_configure(config):
-    """One torch thread, as in the core tests (the shared 2-core machine)."""
-    torch.set_num_threads(int(os.environ.get("WEIGHTLAB_TEST_THREADS", "1")))
+from weightlab.pytest_fixtures import pytest_configure  # noqa: F401
 
 
 @pytest.fixture(scope="session")

@@ -7,7 +7,7 @@ import json
 
 import pytest
 from weightlab import testing
-from weightlab_cli.main import main
+from weightlab_cli.testing import CLI
 
 
 @pytest.fixture(scope="module")
@@ -17,10 +17,7 @@ def digits4():
 
 
 def run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return CLI(capsys)(*argv)
 
 
 def _merged_top1(capsys, paths, matcher, out):

@@ -12,15 +12,14 @@ from weightlab.alignment import permute_model, random_permutation
 from weightlab.errors import ParamError, UsageError
 from weightlab.merging import merge
 
-from .conftest import randomize_norms
-
 
 def ot(**params):
     return plugins.registry().create("matchers", "ot", params)
 
 
 def models(name: str, seeds=(0, 1)):
-    return [randomize_norms(testing.tiny_model(name, (1, 8, 8), seed=s), s) for s in seeds]
+    return [testing.randomize_norms(testing.tiny_model(name, (1, 8, 8), seed=s), s).eval()
+            for s in seeds]
 
 
 @pytest.mark.parametrize("name", ["mlp", "cifar_resnet8"])
@@ -147,19 +146,6 @@ def test_grouped_spaces_stay_unaligned_for_now(digits_calibration):
         testing.assert_same_function(b, permute_model(b, graph, al), digits_calibration)
 
 
-def _small_vit(seed: int):
-    """torchvision ViT: 2 blocks, 4 heads of 8, width 32, MLP 64 (what core's attention tests
-    use): a residual stream, per block two head spaces (groups = 4) and an MLP space."""
-    import torchvision
-
-    torch.manual_seed(seed)
-    net = torchvision.models.VisionTransformer(image_size=28, patch_size=7, num_layers=2,
-                                               num_heads=4, hidden_dim=32, mlp_dim=64,
-                                               num_classes=10).eval()
-    torch.nn.init.normal_(net.heads.head.weight, std=0.1)  # torchvision zero-initializes it
-    return net
-
-
 def test_vit_head_spaces_stay_unaligned_and_the_rest_is_exact():
     """Two random ViTs: ε = 0 aligns the residual stream (class token, position embedding,
     packed in_proj inputs) and both MLP spaces, leaves the four head spaces as they are, and
@@ -167,7 +153,7 @@ def test_vit_head_spaces_stay_unaligned_and_the_rest_is_exact():
     spaces is undone exactly by both bases (max |Δ| 0.0); Sinkhorn's soft maps apply."""
     from weightlab.graph import trace
 
-    a, b = _small_vit(0), _small_vit(1)
+    a, b = testing.torchvision_vit(0), testing.torchvision_vit(1)
     graph = trace(a, torch.randn(1, 3, 28, 28))
     heads = sorted(s.id for s in graph.free_spaces() if s.groups > 1)
     plain = {s.id for s in graph.free_spaces() if s.groups == 1}

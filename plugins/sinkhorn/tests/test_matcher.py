@@ -11,8 +11,6 @@ from weightlab.errors import ParamError, UsageError
 from weightlab.matching.weight import weight_matching, weight_objective
 from weightlab_sinkhorn.rebasin import sinkhorn
 
-from .conftest import randomize_norms
-
 
 def sk(**params):
     return plugins.registry().create("matchers", "sinkhorn", params)
@@ -50,7 +48,7 @@ def test_planted_permutation_is_recovered_exactly():
 
 def test_planted_permutation_in_a_resnet():
     """The same on a ResNet-8 with randomized BatchNorm (residual spaces, conv entries)."""
-    a = randomize_norms(testing.tiny_model("cifar_resnet8", (1, 8, 8), seed=0), 0)
+    a = testing.randomize_norms(testing.tiny_model("cifar_resnet8", (1, 8, 8), seed=0), 0).eval()
     graph = testing.trace(a)
     b = permute_model(a, graph, random_permutation(graph, torch.Generator().manual_seed(3)))
     back = sk(steps=100).match(graph, a, b).apply(graph, b.state_dict())

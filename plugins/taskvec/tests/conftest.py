@@ -4,16 +4,10 @@ it with different seeds (the set-up of ../scripts/mnist_table.py, loaded from th
 from __future__ import annotations
 
 import importlib.util
-import os
 from pathlib import Path
 
 import pytest
-import torch
-
-
-def pytest_configure(config):
-    """One torch thread, as in the core tests (the shared 2-core machine)."""
-    torch.set_num_threads(int(os.environ.get("WEIGHTLAB_TEST_THREADS", "1")))
+from weightlab.pytest_fixtures import pytest_configure  # noqa: F401
 
 
 def _table_script():

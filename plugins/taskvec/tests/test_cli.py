@@ -8,14 +8,11 @@ import json
 import pytest
 from weightlab import checkpoint as ckpt_io
 from weightlab import testing
-from weightlab_cli.main import main
+from weightlab_cli.testing import CLI
 
 
 def run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return CLI(capsys)(*argv)
 
 
 def test_merge_with_base_writes_a_ties_merge(mnist_ingredients, tmp_path, capsys):

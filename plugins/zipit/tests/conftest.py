@@ -3,16 +3,10 @@ weightlab, and the cached pair of MNIST MLPs."""
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 from torch import nn
-
-
-def pytest_configure(config):
-    """One torch thread, as in the core tests (the shared 2-core machine)."""
-    torch.set_num_threads(int(os.environ.get("WEIGHTLAB_TEST_THREADS", "1")))
+from weightlab.pytest_fixtures import pytest_configure  # noqa: F401
 
 
 class ConvFlat(nn.Module):

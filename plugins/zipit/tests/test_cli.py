@@ -10,7 +10,7 @@ import torch
 from weightlab import checkpoint as ckpt_io
 from weightlab import plugins, testing
 from weightlab.graph import trace
-from weightlab_cli.main import main
+from weightlab_cli.testing import CLI
 from weightlab_zipit.joint import merged_model
 
 
@@ -21,10 +21,7 @@ def digits_pair():
 
 
 def run(capsys, *argv):
-    capsys.readouterr()
-    code = main([str(a) for a in argv])
-    out, err = capsys.readouterr()
-    return code, out, err
+    return CLI(capsys)(*argv)
 
 
 def test_pfm_sweep_json_and_plot(digits_pair, tmp_path, capsys):

@@ -11,19 +11,10 @@ import pytest
 import torch
 import torchvision
 from torch import nn
-from weightlab import plugins
+from weightlab import plugins, testing
 from weightlab.alignment import head_matrix, permute_model, random_permutation
 from weightlab.graph import trace
 from weightlab_zipit.joint import merged_model, model_parts
-
-
-def _vit(seed: int) -> nn.Module:
-    torch.manual_seed(seed)
-    net = torchvision.models.VisionTransformer(image_size=28, patch_size=7, num_layers=2,
-                                               num_heads=4, hidden_dim=32, mlp_dim=64,
-                                               num_classes=10).eval()
-    nn.init.normal_(net.heads.head.weight, std=0.1)  # torchvision zero-initializes the head
-    return net
 
 
 def _swin(seed: int) -> nn.Module:
@@ -58,7 +49,7 @@ def test_zipit_merging_a_planted_copy_gives_the_model_back(arch):
     random permutation of every free space, heads included: the merged logits equal the
     model's (measured relative max |Δ|: 0.0 for both; bound 1e-5),
     and every part's head-level map is a head permutation."""
-    net, size = (_vit(0), 28) if arch == "vit" else (_swin(0), 32)
+    net, size = (testing.torchvision_vit(0), 28) if arch == "vit" else (_swin(0), 32)
     g, al, rel = _merge_with_planted_copy(net, size, "zipit", seed=3)
     assert rel < 1e-5
     heads = [s for s in g.free_spaces() if s.groups > 1]
@@ -78,7 +69,7 @@ def test_cca_maps_a_planted_copy_head_by_head(arch):
     centred across channels, so their covariance is singular and regularized CCA spreads each
     channel (T's rows reach 31/32 on the ViT's 32-channel stream: measured relative logit
     error 0.63 ViT, 0.50 Swin)."""
-    net, size = (_vit(0), 28) if arch == "vit" else (_swin(0), 32)
+    net, size = (testing.torchvision_vit(0), 28) if arch == "vit" else (_swin(0), 32)
     g, al, _ = _merge_with_planted_copy(net, size, "cca", seed=3)
     planted = random_permutation(g, torch.Generator().manual_seed(3))
     for s in (s for s in g.free_spaces() if s.groups > 1):
@@ -94,7 +85,7 @@ def test_a_merge_that_mixes_heads_is_refused():
     from weightlab.alignment import Alignment
     from weightlab.errors import WeightlabError
 
-    net = _vit(0)
+    net = testing.torchvision_vit(0)
     g = trace(net, torch.randn(1, 3, 28, 28))
     s = next(s for s in g.free_spaces() if s.groups > 1)
     m = torch.eye(s.size)
@@ -111,7 +102,7 @@ def test_value_output_spaces_are_zipped_within_heads_and_query_key_permuted():
     (entries ½ and 0 only, one ½ per model per row)."""
     from weightlab.matching.heads import linear_read
 
-    a, b = _vit(0), _vit(1)
+    a, b = testing.torchvision_vit(0), testing.torchvision_vit(1)
     x = torch.randn(256, 3, 28, 28, generator=torch.Generator().manual_seed(5))
     g = trace(a, x[:1])
     data = [(x[i:i + 64], torch.zeros(64, dtype=torch.long)) for i in range(0, 256, 64)]
