@@ -20,10 +20,17 @@ PARAM_OPT = typer.Option(None, "--param", "-p", help="component parameter key=va
 
 
 def print_json(data: Any) -> None:
-    sys.stdout.write(json.dumps(data, indent=2, default=_default) + "\n")
+    sys.stdout.write(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
-def _default(o: Any) -> Any:
+def plain(data: Any) -> Any:
+    """``data`` as plain JSON values, converted as ``print_json`` converts them."""
+    return json.loads(json.dumps(data, default=json_default))
+
+
+def json_default(o: Any) -> Any:
+    """What ``json`` cannot write: tensors and arrays as lists, sets and tuples as lists, the
+    rest as its string."""
     if hasattr(o, "tolist"):
         return o.tolist()
     if isinstance(o, (set, tuple)):

@@ -75,6 +75,7 @@ def merge(
     (models fine-tuned from one checkpoint) the models are not aligned: ``method`` combines
     their task vectors θ_k − θ_base (TIES, DARE, …), then the normalizer applies."""
     from weightlab import checkpoint as ckpt_io
+    from weightlab.console import plain
     from weightlab.merging import merge as run_merge
     from weightlab.merging import merge_from_base, normalize_weights
     from weightlab.metrics import evaluate as run_eval
@@ -128,23 +129,10 @@ def merge(
         ckpt_io.save(ck, out, force=force)
     # what each matcher reports about its alignment (objective, sweeps, cycle error, whether
     # it converged): one entry per model, None for the reference and unaligned models
-    info = [None if al is None else _plain(al.info) for al in res.alignments]
+    info = [None if al is None else plain(al.info) for al in res.alignments]
     return MergeResult({"out": str(out) if out else None, "weights": w, "evaluation": rows,
                         "provenance": prov, "alignment": info}, model=res.model, checkpoint=ck,
                        aligned=res.aligned, alignments=res.alignments)
-
-
-def _plain(value: Any) -> Any:
-    """``value`` with what JSON cannot hold (tensors, arrays) as lists or plain numbers."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_plain(v) for v in value]
-    if hasattr(value, "tolist"):
-        return value.tolist()
-    if isinstance(value, str | int | float | bool) or value is None:
-        return value
-    return str(value)
 
 
 def _load_base(base, loaded):
