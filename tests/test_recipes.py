@@ -307,3 +307,27 @@ calibration_samples = 256
                  "bad.toml")
     code, out, err = cli("run", bad, "--quick", "--out", tmp_path / "bad")
     assert code == 2 and "unknown matcher 'wieght'" in err and "bad.toml:" in err
+
+
+def test_recipe_driver_keys_checkpoints_without_torch(tmp_path):
+    """The runner keys a step on its input checkpoints' tensor digests; it reads them from the
+    safetensors header alone, so a driver that only submits steps (``--executor ray``) never
+    imports torch (1.5 s of CPU its workers need). Checked in a fresh interpreter: the digest
+    equals the one the checkpoint stores, and torch stays unimported."""
+    import subprocess
+    import sys
+
+    from weightlab import checkpoint, testing
+
+    net = testing.tiny_model("mlp", width=8, depth=2)
+    path = tmp_path / "m.safetensors"
+    ck = checkpoint.Checkpoint(model={"name": "mlp", "params": {"width": 8, "depth": 2},
+                                      "input_shape": [1, 8, 8], "num_classes": 10},
+                               state=net.state_dict())
+    checkpoint.save(ck, path)
+    code = ("import sys, json; from pathlib import Path; import weightlab.recipes; "
+            "from weightlab.recipes.cache import file_digest; "
+            f"print(json.dumps([file_digest(Path({str(path)!r})), 'torch' in sys.modules]))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    digest, torch_loaded = json.loads(out.stdout)
+    assert digest == checkpoint.read_header(path)["sha256"] and not torch_loaded

@@ -18,11 +18,15 @@ from typing import Any
 import torch
 
 from weightlab.atomic import atomic_path, check_writable  # noqa: F401 (re-exported)
+from weightlab.checkpoint_header import (  # noqa: F401 (re-exported: torch-free)
+    HEADER_KEY,
+    _directory_message,
+    read_header,
+)
 from weightlab.errors import CheckpointError
 
 FORMAT = 1
 MASK_PREFIX = "__mask__."
-HEADER_KEY = "weightlab"
 
 
 @dataclass
@@ -152,38 +156,6 @@ def save(ckpt: Checkpoint, path: str | Path, *, force: bool = False) -> Path:
         save_file(tensors, str(tmp), metadata={HEADER_KEY: json.dumps(header)})
     ckpt.path, ckpt.sha256 = path, header["sha256"]
     return path
-
-
-def _directory_message(path: Path, shown: int = 8) -> str:
-    """A run directory given where a checkpoint file is expected: name the checkpoints in it."""
-    found = sorted(p.name for p in path.glob("*.safetensors"))
-    if not found:
-        found = sorted(str(p.relative_to(path)) for p in path.glob("*/*.safetensors"))
-    if not found:
-        return f"{path} is a directory with no checkpoint (*.safetensors) in it"
-    listed = ", ".join(found[:shown]) + (f", … ({len(found)} in all)" if len(found) > shown
-                                         else "")
-    return f"{path} is a directory, not a checkpoint; its checkpoints: {listed}"
-
-
-def read_header(path: str | Path) -> dict[str, Any]:
-    """The JSON header alone (cheap: no tensor is read)."""
-    path = Path(path)
-    if path.is_dir():
-        raise CheckpointError(_directory_message(path))
-    if not path.is_file():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        with open(path, "rb") as f:
-            n = int.from_bytes(f.read(8), "little")
-            if n <= 0 or n > 100_000_000 or n > path.stat().st_size - 8:
-                raise ValueError("bad header length")
-            meta = json.loads(f.read(n)).get("__metadata__", {})
-        return json.loads(meta[HEADER_KEY])
-    except (ValueError, KeyError, json.JSONDecodeError, UnicodeDecodeError):
-        raise CheckpointError(f"{path}: not a weightlab checkpoint (safetensors header missing "
-                              f"or damaged); convert plain torch files with 'weightlab import'"
-                              ) from None
 
 
 def load(path: str | Path, *, verify: bool = True) -> Checkpoint:

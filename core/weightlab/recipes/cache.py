@@ -95,7 +95,7 @@ def file_digest(path: Path) -> str | None:
     if not path.is_file():
         return None
     if path.suffix == ".safetensors":
-        from weightlab.checkpoint import read_header
+        from weightlab.checkpoint_header import read_header
         from weightlab.errors import CheckpointError
 
         try:
