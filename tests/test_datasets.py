@@ -31,6 +31,26 @@ def test_digits_ships_with_the_package():
     assert abs(mean.item()) < 0.01 and abs(std.item() - 1) < 0.01
 
 
+def test_digits_are_scikit_learns_arrays_without_importing_sklearn_datasets():
+    """digits_arrays reads the CSV scikit-learn ships; the arrays equal load_digits()'s
+    exactly (1,797 images, 8×8, intensities 0..16, labels 0..9), and reading them leaves
+    sklearn.datasets unimported (checked in a fresh interpreter)."""
+    import subprocess
+    import sys
+
+    from sklearn.datasets import load_digits
+    from weightlab.data.datasets import digits_arrays
+
+    images, target = digits_arrays()
+    ref = load_digits()
+    assert images.shape == (1797, 8, 8) and np.array_equal(images, ref.images)
+    assert target.dtype == ref.target.dtype and np.array_equal(target, ref.target)
+    code = ("import sys; from weightlab.data.datasets import digits_arrays; digits_arrays(); "
+            "print('sklearn.datasets' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
+
+
 def test_mnist_from_the_standard_layout():
     b = load_data("mnist", data_dir=testing.shared_data_dir("MNIST"))
     (x, y), (xt, yt) = b.train, b.test

@@ -124,9 +124,10 @@ def stale_marker(spec: dict[str, Any], run_dir: str | Path) -> dict[str, Any] | 
 
 
 # What a fresh worker process imports on its first step, heaviest first (measured on the 2-core
-# development CPU: torch 1.6 s, torch._dynamo — imported by the optimizers' first step — 1.4 s,
-# sklearn.datasets for the built-in digits 0.9 s); weightlab's own modules are lazy and cheap.
-WARM_MODULES = ("torch", "torch._dynamo", "sklearn.datasets", "weightlab.data.bundle",
+# development CPU: torch 1.6 s, torch._dynamo — imported by the optimizers' first step — 1.4 s);
+# weightlab's own modules are lazy and cheap. The built-in digits are read from scikit-learn's
+# CSV without importing sklearn.datasets (weightlab.data.datasets.digits_arrays).
+WARM_MODULES = ("torch", "torch._dynamo", "weightlab.data.bundle",
                 "weightlab.training.loop", "weightlab.merging", "weightlab.metrics",
                 "weightlab.graph", "safetensors.torch")
 
