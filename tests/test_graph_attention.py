@@ -400,18 +400,37 @@ def test_rope_keeps_channels_in_place_within_heads():
     assert permutation_check(net, loose, x)["relative"] > 1e-5
 
 
+@pytest.mark.parametrize("matcher", ["weight", "activation"])
 @pytest.mark.parametrize("name, size, kw", [
     ("eva02_tiny_patch14_224", 56, {"depth": 2}),
     ("swin_tiny_patch4_window7_224", 56, {"depths": (1, 1, 1, 1)}),
     ("levit_128s", 64, {})], ids=["eva-rope", "swin-patch-merging", "levit-head-first"])
-def test_weight_matching_recovers_rigid_and_tiled_spaces(name, size, kw):
-    """Weight matching recovers a planted permutation exactly (max |Δ| 0.0) where heads are
-    rigid (EVA's RoPE query·key space of one unit per head, tied to a value·output space of
-    64 channels per head; LeViT's head-first q/k/v blocks and a subsampling query of its own,
-    three spaces sharing one head permutation) and where patch merging tiles four
-    neighbours' channels (Swin)."""
+def test_matching_recovers_rigid_and_tiled_spaces(name, size, kw, matcher):
+    """Weight and activation matching recover a planted permutation exactly (max |Δ| 0.0)
+    where heads are rigid (EVA's RoPE query·key space of one unit per head, tied to a
+    value·output space of 64 channels per head; LeViT's head-first q/k/v blocks and a
+    subsampling query of its own, three spaces sharing one head permutation) and where patch
+    merging tiles four neighbours' channels (Swin). Activation matching reads a rigid space's
+    heads at q, k and v, each head's channels as observations of the head unit."""
     timm = pytest.importorskip("timm")
     torch.manual_seed(0)
     net = timm.create_model(name, pretrained=False, num_classes=10, img_size=(size, size),
                             **kw).eval()
-    _assert_recovers_planted(net, "weight", size, seed=3)
+    _assert_recovers_planted(net, matcher, size, seed=3)
+
+
+def test_rigid_space_statistics_pair_channels_within_heads():
+    """The statistics of a rigid head space (one unit per head) from features of H·d
+    channels, head-major: E[a_i b_j] = (1/d) Σ_c E[a_ic b_jc] over samples and positions,
+    restated here with einsum on random features (3 heads of 4 channels, 5 tokens)."""
+    from weightlab.matching.features import FeatureStats, _rows, _update
+
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(2, 6, 12, 5, generator=gen, dtype=torch.float64)
+    stats: dict[int, FeatureStats] = {}
+    _update(stats, 0, torch.cat([_rows(a, 3), _rows(b, 3)], dim=1), 2)
+    ah, bh = a.unflatten(1, (3, 4)), b.unflatten(1, (3, 4))  # (N, heads, d, tokens)
+    ref = torch.einsum("nict,njct->ij", ah, bh) / (6 * 4 * 5)
+    assert torch.allclose(stats[0].block(0, 1, "inner"), ref, atol=1e-6)
+    with pytest.raises(ValueError, match="12 channels for a space of 5 units"):
+        _rows(a, 5)

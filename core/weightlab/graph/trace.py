@@ -728,9 +728,8 @@ class _Builder(fx.Interpreter):
         for s, node in self.points:  # (a space split into parts keeps none: its features
             if self.find(s) in roots:  # are the parts' side by side)
                 _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
-        for s, name in self.named_points:  # (a rigid space's units are whole heads: none)
-            if self.find(s) not in rigid or spaces[roots[self.find(s)]].fixed:
-                _add(spaces[roots[self.find(s)]].feature_points, name)
+        for s, name in self.named_points:  # (a rigid space's points read heads × dh
+            _add(spaces[roots[self.find(s)]].feature_points, name)  # channels: see units)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
             if self.find(s) not in roots:
                 continue

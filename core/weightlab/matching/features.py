@@ -87,17 +87,30 @@ def collect_feature_stats(models: Sequence[nn.Module], graph: FeatureGraph,
             seen += len(x)
             feats = [read(x)[1] for read in readers]
             for i in ids:
-                for p in graph[i].feature_points:
-                    joint = torch.cat([_rows(f[p]) for f in feats], dim=1)  # (n, K·C)
-                    _update(stats, i, joint, k)
+                sp = graph[i]
+                units = sp.size if sp.groups > 1 and sp.groups == sp.size else None  # rigid
+                for p in sp.feature_points:
+                    rows = [_rows(f[p], units) for f in feats]
+                    _update(stats, i, torch.cat(rows, dim=1), k)  # (n, K·C)
     finally:
         for m, mode in zip(models, modes, strict=True):
             m.train(mode)
     return stats
 
 
-def _rows(f: torch.Tensor) -> torch.Tensor:
-    """(N, C, *spatial) → (N·positions, C): every sample and position is one observation."""
+def _rows(f: torch.Tensor, units: int | None = None) -> torch.Tensor:
+    """(N, C, *spatial) → (N·positions, C): every sample and position is one observation.
+
+    A rigid head space (RoPE, head-first q/k/v blocks) has one unit per head, and its points
+    read the heads' channels, C = units · dh, head-major. Channels stay in place within a
+    head, so channel c of head i meets only channel c of head j: each of the dh channels is one
+    more observation of its head, (N, units·dh, …) → (N·positions·dh, units). Then
+    E[a_i b_j] = (1/dh) Σ_c E[a_ic b_jc], the mean over the channels of the matched heads'
+    channel-by-channel products (the rigid analogue of a channel space's E[a_i b_j])."""
+    if units is not None and f.shape[1] != units:
+        if f.shape[1] % units:
+            raise ValueError(f"features of {f.shape[1]} channels for a space of {units} units")
+        f = f.unflatten(1, (units, f.shape[1] // units)).movedim(2, -1)  # (N, units, …, dh)
     return f.movedim(1, -1).reshape(-1, f.shape[1]) if f.dim() > 2 else f
 
 
