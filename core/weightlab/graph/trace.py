@@ -5,7 +5,9 @@ Interpreter), so every rule below sees real shapes. Each tensor value gets a tag
 repeat): conv/linear outputs open a new space; norms, activations, pooling and dropout carry
 it; elementwise ops join the spaces of their operands (union-find: residual additions);
 flatten multiplies ``repeat`` by H·W. An entry claimed by two spaces (a shared module) joins
-them too. The input and anything reaching the output are fixed.
+them too. A concatenation along the channels, or a chunk of a space already tied elsewhere,
+makes a composite of part spaces side by side (graph.split). The input and anything reaching
+the output are fixed.
 """
 
 from __future__ import annotations
@@ -782,21 +784,22 @@ class _Builder(fx.Interpreter):
         for s, name in self.norms:
             for i in leaf_ids(s):
                 _add(spaces[i].norms, name)
-        for s, node in self.points:  # (a space split into parts keeps none: its features
-            if self.find(s) in roots:  # are the parts' side by side)
-                _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
+        active: set[int] = set()  # spaces with an activation's feature point
+        for s, node in self.points:  # (channels made of parts: each part's channels)
+            for i, point in self.points_of(s, node, roots):
+                _add(spaces[i].feature_points, point)
+                active.add(i)
         for s, name in self.named_points:  # (a rigid space's units are whole heads: none)
             if self.find(s) in roots and (self.find(s) not in rigid
                                           or spaces[roots[self.find(s)]].fixed):
                 _add(spaces[roots[self.find(s)]].feature_points, name)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
-            if self.find(s) not in roots:
+            t = self.tag_of(node)
+            if t is None or t.repeat != 1 or t.tiles != 1:
                 continue
-            sp = spaces[roots[self.find(s)]]
-            if not any(roots.get(self.find(t)) == sp.id for t, _ in self.points) \
-                    and self.tag_of(node) and self.tag_of(node).repeat == 1 \
-                    and self.tag_of(node).tiles == 1:
-                _add(sp.feature_points, self.point_name(node))
+            for i, point in self.points_of(s, node, roots):
+                if i not in active:
+                    _add(spaces[i].feature_points, point)
         layers, seen = [], set()
         for layer, s_in, s_out in self.layers:
             if layer.name not in seen:
@@ -805,6 +808,26 @@ class _Builder(fx.Interpreter):
                 layer.in_space, layer.out_space = leaf_ids(s_in)[0], leaf_ids(s_out)[0]
                 layers.append(layer)
         return FeatureGraph(spaces, list(range(len(roots))), layers, fx_graph)
+
+    def points_of(self, s: int, node: fx.Node, roots: dict[int, int]
+                  ) -> list[tuple[int, str]]:
+        """(space id, feature point) of a value of space ``s``: its point name, or for
+        channels made of parts one point per part space, ``NAME@parts:O1,O2,…:SIZE`` (its
+        channels at each offset, the occurrences read as more samples; ``lastparts`` for a
+        channels-last value)."""
+        r = self.find(s)
+        if r in roots:
+            return [(roots[r], self.point_name(node))]
+        if r not in self.split:
+            return []
+        t = self.tag_of(node)
+        base = self.point_name(node).removesuffix("@last")
+        kind = "lastparts" if t is not None and t.last else "parts"
+        at: dict[int, tuple[int, list[int]]] = {}
+        for off, size, leaf in split.leaves(self, r):
+            at.setdefault(leaf, (size, []))[1].append(off)
+        return [(roots[leaf], f"{base}@{kind}:{','.join(map(str, offs))}:{size}")
+                for leaf, (size, offs) in at.items() if leaf in roots]
 
     def point_name(self, node: fx.Node) -> str:
         """A module called once, else the fx node; ``@last`` when the value is channels-last

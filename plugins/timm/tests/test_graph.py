@@ -97,35 +97,44 @@ def test_edgenext_spaces_split_streams_and_channel_attention(cli):
     assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
 
 
-def test_weight_matching_recovers_a_permuted_edgenext():
+@pytest.mark.parametrize("matcher", ["weight", pytest.param("activation",
+                                                             marks=pytest.mark.slow)])
+def test_matching_recovers_a_permuted_edgenext(matcher):
     """A random edgenext_xx_small (seed 0) and a copy with a seeded random permutation of all
     25 free spaces (chunked streams, XCA heads and channels, τ per head; the largest weight
-    change it makes is 0.08, timm's init being N(0, 0.02²), asserted > 0.01): weight matching
-    brings every tensor back exactly (max |Δ| 0.0), so the merge midpoint ½(θ_A + π(θ_B))
-    is the model itself: its logits equal A's (float64, < 1e-12 relative)."""
+    change it makes is 0.08, timm's init being N(0, 0.02²), asserted > 0.01): weight matching,
+    and activation matching on 32 random 64×64 inputs (the stream's parts read at each
+    chunk's offsets; ≈ 30 s on two loaded cores, hence slow), bring every tensor back exactly
+    (max |Δ| 0.0), so the merge midpoint ½(θ_A + π(θ_B)) is the model itself: its logits
+    equal A's (float64, < 1e-12 relative)."""
     import copy
 
     import torch
     from weightlab import plugins
     from weightlab.alignment import permute_model, random_permutation
     from weightlab.graph import trace
+    from weightlab.matching.activation import activation_matching
     from weightlab.matching.weight import weight_matching
 
     comp = plugins.registry().create("models", "timm/edgenext_xx_small", {})
     torch.manual_seed(0)
     a = comp.build((3, 64, 64), 10).double().eval()
-    x = torch.randn(2, 3, 64, 64, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
-    g = trace(a, x)
+    x = torch.randn(32, 3, 64, 64, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    g = trace(a, x[:2])
     b = permute_model(a, g, random_permutation(g, torch.Generator().manual_seed(1)))
     moved = max(float((b.state_dict()[k] - v).abs().max()) for k, v in a.state_dict().items())
-    al = weight_matching(g, a.state_dict(), b.state_dict())
+    if matcher == "weight":
+        al = weight_matching(g, a.state_dict(), b.state_dict())
+    else:
+        al = activation_matching(g, a, b, [(x, torch.zeros(32, dtype=torch.long))])
     back = permute_model(b, g, al).state_dict()
     assert moved > 0.01
     assert max(float((back[k] - v).abs().max()) for k, v in a.state_dict().items()) == 0.0
     mid = copy.deepcopy(a)
     mid.load_state_dict({k: (v + back[k]) / 2 for k, v in a.state_dict().items()})
     with torch.no_grad():
-        y, z = a(x), mid.eval()(x)
+        y, z = a(x[:2]), mid.eval()(x[:2])
     assert float((y - z).abs().max() / y.abs().max()) < 1e-12
 
 
