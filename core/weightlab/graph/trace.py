@@ -785,8 +785,14 @@ class _Builder(fx.Interpreter):
             for i in leaf_ids(s):
                 _add(spaces[i].norms, name)
         active: set[int] = set()  # spaces with an activation's feature point
+        # a part is read once within a concatenation, where first seen: DenseNet's layer
+        # outputs are in every later concatenation of their block (hundreds of reads)
+        as_part: set[int] = set()
         for s, node in self.points:  # (channels made of parts: each part's channels)
             for i, point in self.points_of(s, node, roots):
+                if "parts:" in point and i in as_part:
+                    continue
+                as_part.update([i] if "parts:" in point else [])
                 _add(spaces[i].feature_points, point)
                 active.add(i)
         for s, name in self.named_points:  # (a rigid space's units are whole heads: none)
@@ -798,7 +804,8 @@ class _Builder(fx.Interpreter):
             if t is None or t.repeat != 1 or t.tiles != 1:
                 continue
             for i, point in self.points_of(s, node, roots):
-                if i not in active:
+                if i not in active and not ("parts:" in point and i in as_part):
+                    as_part.update([i] if "parts:" in point else [])
                     _add(spaces[i].feature_points, point)
         layers, seen = [], set()
         for layer, s_in, s_out in self.layers:

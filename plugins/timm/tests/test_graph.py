@@ -97,14 +97,13 @@ def test_edgenext_spaces_split_streams_and_channel_attention(cli):
     assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
 
 
-@pytest.mark.parametrize("matcher", ["weight", pytest.param("activation",
-                                                             marks=pytest.mark.slow)])
+@pytest.mark.parametrize("matcher", ["weight", "activation"])
 def test_matching_recovers_a_permuted_edgenext(matcher):
     """A random edgenext_xx_small (seed 0) and a copy with a seeded random permutation of all
     25 free spaces (chunked streams, XCA heads and channels, τ per head; the largest weight
     change it makes is 0.08, timm's init being N(0, 0.02²), asserted > 0.01): weight matching,
     and activation matching on 32 random 64×64 inputs (the stream's parts read at each
-    chunk's offsets; ≈ 30 s on two loaded cores, hence slow), bring every tensor back exactly
+    chunk's offsets), bring every tensor back exactly
     (max |Δ| 0.0), so the merge midpoint ½(θ_A + π(θ_B)) is the model itself: its logits
     equal A's (float64, < 1e-12 relative)."""
     import copy
