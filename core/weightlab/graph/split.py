@@ -97,9 +97,9 @@ def join(b: _Builder, n: fx.Node, a: int, c: int) -> int:
             break
     for (_, _, la), (_, _, lc) in zip(leaves(b, a), leaves(b, c), strict=True):
         b.union(la, lc, n)
-    if b.find(a) not in b.split:  # (a plain a was cut above, so it is composite now)
-        a, c = c, a
-    b.parent[b.find(c)] = b.find(a)
+    ra, rc = b.find(a), b.find(c)
+    if ra != rc and ra in b.split and rc in b.split:
+        b.parent[rc] = ra  # (a plain one is joined already: a composite of a single leaf)
     return b.find(a)
 
 

@@ -425,6 +425,8 @@ class _Builder(fx.Interpreter):
         if int(dim) % len(x) != c_dim:
             return None  # along another axis: every piece keeps the channels
         sizes = [o.shape[c_dim] for o in out]
+        if len(sizes) == 1:  # one piece: the channels themselves
+            return heads.Parts((t,))
         if t.repeat != 1:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits flattened channels")
         try:
