@@ -23,7 +23,8 @@ import torch.fx as fx
 import torch.nn.functional as F
 
 from weightlab.errors import WeightlabError
-from weightlab.graph import ops
+from weightlab.graph import ops, xca
+from weightlab.graph.xca import Cross
 
 if TYPE_CHECKING:  # pragma: no cover
     from weightlab.graph.trace import _Builder, _Tag
@@ -91,6 +92,8 @@ class Parts:
 def split(b: _Builder, n: fx.Node, t: _Tag, x: tuple, out: torch.Tensor):
     """A reshape of channels-last C channels into trailing (parts, heads, dh) or (heads, dh)
     axes; the Heads tag, or None when the reshape is not such a split."""
+    if b.find(t.space) in b.split:
+        return None  # channels made of concatenated parts are no heads
     lead = len(x) - 1
     if len(x) > 3 and out.dim() == 4 and out.shape[0] == x[0] and out.shape[3] > 1 \
             and out.shape[1] == ops.numel(x[1:-1]) and out.shape[2] * out.shape[3] == x[-1]:
@@ -163,11 +166,16 @@ def part_spaces(b: _Builder, n: fx.Node, space: int, parts: int | list[int]
     b.layers[:] = [(layer, s_in, new[0] if b.find(s_out) == r else s_out)
                    for layer, s_in, s_out in b.layers]
     b.dead.add(r)
+    # the whole value may be used again (a stream added back after its chunks): it is the
+    # composite of its parts (graph.split)
+    b.split[r] = list(zip(offsets, new, strict=True))
     return new
 
 
 def _groups(b: _Builder, n: fx.Node, space: int, heads: int) -> None:
     r = b.find(space)
+    if r in b.split:
+        raise WeightlabError(f"{n.name}: channels made of concatenated parts split into heads")
     if b.size[r] % heads:
         raise WeightlabError(f"{n.name}: {b.size[r]} channels do not split into {heads} heads")
     old = b.groups.get(r, 1)
@@ -244,13 +252,15 @@ def rule(b: _Builder, n: fx.Node, out):
     if fn in (F.softmax, torch.softmax) or (method and fn == "softmax") \
             or fn in ops.CARRY_FNS or (method and fn in ops.CARRY_METHODS):
         return t0
+    if fn is F.normalize:
+        return _normalize(b, n, t0, nd)
     if fn is operator.getitem and isinstance(t0, (Heads, Fragment)):
         return _index(b, n, a0, t0, out)
     if (fn in (torch.cat, torch.concat, torch.stack) and isinstance(t0, (Heads, Fragment))):
         return _join(b, n, t0, out)
     if fn in ops.ELEMENTWISE or (method and fn in ops.ELEMENTWISE_METHODS):
         if tuple(out.shape) == tuple(a0.meta["wl_shape"]) and isinstance(
-                t0, (Heads, Scores, Fragment)):
+                t0, (Heads, Scores, Fragment, Cross)):
             result = t0
             for a in ops.flat_nodes(n.args):
                 if a is not a0 and (t := _operand(b, n, t0, a, nd)) is not None:
@@ -341,6 +351,14 @@ def _operand(b: _Builder, n: fx.Node, t, a: fx.Node, nd: int):
     if isinstance(ta, HeadBias) and ta.head_axis == h and ta.heads == t.heads:
         # a per-head bias table: its column h moves with head h
         b.entry(ta.key, ta.axis, _space(t), n, per_group=True)
+        return None
+    if isinstance(ta, str) and ta in b.state_keys and h >= 0 and shape[h] == t.heads \
+            and tuple(b.param_shapes.get(ta, ())) == tuple(shape) \
+            and all(z == 1 for i, z in enumerate(shape) if i != h) \
+            and not (isinstance(t, Heads) and len(t.spaces) != 1):
+        # a parameter with one value per head and nothing else (XCA's temperature τ of shape
+        # (H, 1, 1)): its value h moves with head h
+        b.entry(ta, h, _space(t), n, per_group=True)
         return None
     per_head = h >= 0 and shape[h] != 1
     if (isinstance(ta, str) and ta in b.state_keys) or isinstance(ta, HeadBias) or per_head:
@@ -495,7 +513,24 @@ SDPA = {"torch._C._nn.scaled_dot_product_attention",
         "torch.nn.functional.scaled_dot_product_attention"}
 
 
+def _normalize(b: _Builder, n: fx.Node, t, nd: int):
+    """F.normalize(x, p, dim): x / ‖x‖_p along ``dim``. The p-norm of a set of numbers does
+    not depend on their order: along the tokens, or a head's channels, it commutes with every
+    permutation the heads allow. Along the heads axis it mixes heads whose channels may move
+    differently: only whole heads move then (rigid). Along q/k/v parts it is refused."""
+    dim = int(n.kwargs.get("dim", n.args[2] if len(n.args) > 2 else 1)) % nd
+    if isinstance(t, Heads) and t.part_axis is not None and dim == t.part_axis:
+        raise WeightlabError(f"{n.name} (normalize) across the query, key and value parts")
+    if dim == t.head_axis:
+        if not isinstance(t, Heads):
+            raise WeightlabError(f"{n.name} (normalize) across attention heads")
+        rigid(b, n, t)
+    return t
+
+
 def _moved(t, dims):
+    if isinstance(t, Cross):
+        return t.moved(dims)
     if isinstance(t, (Scores, Fragment, HeadBias)):
         return replace(t, head_axis=dims.index(t.head_axis))
     return t.moved(dims)
@@ -525,6 +560,10 @@ def _tie(b: _Builder, qk, v) -> None:
 def _matmul(b: _Builder, n: fx.Node, tagged, out):
     ta = tagged[0][1]
     tc = tagged[1][1] if len(tagged) > 1 else None
+    if isinstance(ta, Heads) and isinstance(tc, Heads) and xca.is_scores(ta, tc, out.dim()):
+        return xca.scores(b, n, ta, tc)  # q (…, d, N) @ kᵀ (…, N, d): across channels
+    if isinstance(ta, Cross) and isinstance(tc, Heads):
+        return xca.apply(b, n, ta, tc, out.dim())
     if isinstance(ta, Heads) and isinstance(tc, Heads):
         nd = out.dim()
         # q (…, L, d) @ kᵀ (…, d, S): q's head dim last, k's second to last
@@ -573,7 +612,7 @@ def _merge(b: _Builder, n: fx.Node, a: fx.Node, t, out):
                          f"{list(out.shape)}")
 
 
-TAGS = (Heads, Scores, Fragment, HeadBias, Parts)
+TAGS = (Heads, Scores, Fragment, HeadBias, Parts, Cross)
 
 
 def point(node: fx.Node, t: Heads) -> str:

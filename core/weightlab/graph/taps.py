@@ -43,6 +43,20 @@ def feature_reader(model: nn.Module, graph: FeatureGraph, points: Sequence[str])
         if layout in PROJECTIONS:  # attention's Q, K or V, computed from its inputs
             node = _projection(g, model, node, name, layout)
             layout = "last"
+        elif layout.startswith(("parts:", "lastparts:")):
+            # channels made of parts: SIZE channels from each offset, one after another along
+            # the batch axis (every occurrence of a part is more samples of its channels)
+            kind, offsets, size = layout.split(":")
+            if kind == "lastparts":
+                with g.inserting_after(node):
+                    node = g.call_method("movedim", (node, -1, 1))
+            pieces = []
+            for off in offsets.split(","):
+                with g.inserting_after(node if not pieces else pieces[-1]):
+                    pieces.append(g.call_method("narrow", (node, 1, int(off), int(size))))
+            with g.inserting_after(pieces[-1]):
+                node = g.call_function(torch.cat, (pieces, 0))
+            layout = ""
         elif layout.startswith("heads:"):  # (…, H, …, d, …): heads and head dims flattened
             h, d = (int(i) for i in layout.removeprefix("heads:").split(","))
             with g.inserting_after(node):

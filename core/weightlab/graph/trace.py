@@ -5,7 +5,9 @@ Interpreter), so every rule below sees real shapes. Each tensor value gets a tag
 repeat): conv/linear outputs open a new space; norms, activations, pooling and dropout carry
 it; elementwise ops join the spaces of their operands (union-find: residual additions);
 flatten multiplies ``repeat`` by H·W. An entry claimed by two spaces (a shared module) joins
-them too. The input and anything reaching the output are fixed.
+them too. A concatenation along the channels, or a chunk of a space already tied elsewhere,
+makes a composite of part spaces side by side (graph.split). The input and anything reaching
+the output are fixed.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from weightlab.errors import WeightlabError
-from weightlab.graph import attention, heads, ops
+from weightlab.graph import attention, heads, ops, split
 from weightlab.graph.spaces import Entry, FeatureGraph, Layer, Space
 
 
@@ -124,6 +126,8 @@ class _Builder(fx.Interpreter):
         self.ties: list[tuple[int, int]] = []  # (query·key, value·output) spaces of a head
         self.head_tags: dict[fx.Node, tuple[str, int]] = {}  # per-head bias → (table, axis)
         self.dead: set[int] = set()  # spaces split into parts (a fused qkv output)
+        # composite spaces (graph.split): root → [(offset, part)], parts side by side
+        self.split: dict[int, list[tuple[int, int]]] = {}
         self.rigid: dict[int, int] = {}  # head space → head dim, channels fixed within heads
         # a layer's bias concatenated from parameters in forward: space → [(key, length)]
         self.packed: dict[int, list[tuple[str, int]]] = {}
@@ -157,6 +161,8 @@ class _Builder(fx.Interpreter):
             if self.size[a] != self.size[b]:
                 raise WeightlabError(f"{node.name} ({ops.op_name(node)}) joins channel spaces of "
                                      f"{self.size[a]} and {self.size[b]} channels")
+            if a in self.split or b in self.split:  # parts side by side: joined part by part
+                return split.join(self, node, a, b)
             self.parent[b] = a
             if b in self.fixed:
                 self.fixed.setdefault(a, self.fixed[b])
@@ -164,6 +170,13 @@ class _Builder(fx.Interpreter):
 
     def entry(self, key: str, axis: int, space: int, node: fx.Node, repeat: int = 1,
               offset: int = 0, per_group: bool = False) -> None:
+        if self.find(space) in self.split:  # a composite: one entry per leaf, at its offset
+            if per_group:
+                raise WeightlabError(f"{node.name}: per-head tensor {key} on channels made of "
+                                     f"parts")
+            for off, _, leaf in split.leaves(self, space):
+                self.entry(key, axis, leaf, node, repeat, offset + off * repeat)
+            return
         old = self.entries.get((key, axis, offset, per_group))
         if old is not None:  # a shared module or parameter: its spaces are one
             if old[1] != repeat:
@@ -173,7 +186,11 @@ class _Builder(fx.Interpreter):
         self.entries[(key, axis, offset, per_group)] = (space, repeat)
 
     def fix(self, space: int, reason: str) -> None:
-        self.fixed.setdefault(self.find(space), reason)
+        for _, _, leaf in split.leaves(self, space):
+            self.fixed.setdefault(leaf, reason)
+
+    def is_fixed(self, space: int) -> bool:
+        return all(leaf in self.fixed for _, _, leaf in split.leaves(self, space))
 
     def run_node(self, n: fx.Node):
         out = super().run_node(n)
@@ -190,15 +207,20 @@ class _Builder(fx.Interpreter):
     def opaque(self, n: fx.Node, out) -> _Tag | None:
         """A reshape or transpose no rule covers (ShuffleNet's channel shuffle) of channels that
         are all fixed already: no permutation reaches them, so its output is a new fixed space
-        along axis 1. None where a free space is involved, or for any other operation."""
+        along axis 1. Channels made of parts (a concatenation) are fixed here first: fixing a
+        space only removes permutations, and before composites a concatenation was fixed
+        anyway. None where a plain free space is involved, or for any other operation."""
         tags = [self.tag_of(a) for a in ops.flat_nodes((n.args, n.kwargs))]
         tags = [t for t in tags if t is not None]
         shape_op = n.target in ops.RESHAPE or n.target in (torch.permute, torch.transpose) or (
             n.op == "call_method" and n.target in (*ops.RESHAPE_METHODS, "permute", "transpose"))
         if not shape_op or not tags or not isinstance(out, torch.Tensor) \
                 or out.dim() < 2 or any(
-                self.find(t.space) not in self.fixed for t in tags):
+                not self.is_fixed(t.space) and self.find(t.space) not in self.split
+                for t in tags):
             return None
+        for t in tags:
+            self.fix(t.space, f"concatenated channels reshaped at {n.name} ({ops.op_name(n)})")
         s = self.new(out.shape[1])
         self.fix(s, f"computed at {n.name} ({ops.op_name(n)}) from fixed channels")
         return _Tag(s)
@@ -403,15 +425,20 @@ class _Builder(fx.Interpreter):
         if int(dim) % len(x) != c_dim:
             return None  # along another axis: every piece keeps the channels
         sizes = [o.shape[c_dim] for o in out]
+        if len(sizes) == 1:  # one piece: the channels themselves
+            return heads.Parts((t,))
         if t.repeat != 1:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits flattened channels")
         try:
             spaces = heads.part_spaces(self, n, t.space, sizes)
         except WeightlabError:
-            self.fix(t.space, f"split into parts at {n.name}")
-            spaces = tuple(self.new(z) for z in sizes)
-            for s in spaces:
-                self.fix(s, f"a part of channels split at {n.name}")
+            try:  # a space tied elsewhere (a residual stream): a composite of the pieces
+                spaces = split.pieces(self, n, t.space, sizes)
+            except WeightlabError:
+                self.fix(t.space, f"split into parts at {n.name}")
+                spaces = tuple(self.new(z) for z in sizes)
+                for s in spaces:
+                    self.fix(s, f"a part of channels split at {n.name}")
         return heads.Parts(tuple(_Tag(s, 1, t.last) for s in spaces))
 
     def tiled(self, n: fx.Node, tagged, out):
@@ -534,7 +561,8 @@ class _Builder(fx.Interpreter):
             return t
         if t.last and t.repeat == 1 and (h := heads.split(self, n, t, x, out)) is not None:
             return h  # channels into (parts,) heads and head dims: attention by hand
-        if not t.last and t.repeat == 1 and self.find(t.space) not in self.fixed and (
+        if not t.last and t.repeat == 1 and not self.is_fixed(t.space) \
+                and self.find(t.space) not in self.split and (
                 h := heads.split_first(self, n, t, x, out)) is not None:
             return h  # (B, C, H, W) into (B, heads, dh, H·W): attention on a feature map
         if t.repeat == 1 and out.dim() >= 2 and (t.last or len(x) == 2) \
@@ -566,7 +594,16 @@ class _Builder(fx.Interpreter):
         dim = n.kwargs.get("dim", n.args[1] if len(n.args) > 1 else 0) % out.dim()
         t0 = tagged[0][1]
         c_dim = t0.dim(out.dim())
-        if dim == c_dim:  # channels of several spaces side by side: fixed
+        items = n.args[0] if n.args else n.kwargs.get("tensors")
+        tags = [self.tag_of(a) for a in items]
+        if dim == c_dim and all(t is not None and t.repeat == 1 and t.tiles == 1
+                                and t.last == t0.last for t in tags):
+            # channels of several spaces side by side: a composite (graph.split), each input's
+            # channels keeping their space at their offset
+            if len(tags) == 1:
+                return t0
+            return _Tag(split.compose(self, [t.space for t in tags]), 1, t0.last)
+        if dim == c_dim:  # a constant or flattened channels among them: all fixed
             s = self.new(out.shape[c_dim])
             for _, t in tagged:
                 self.fix(t.space, f"concatenated at {n.name}")
@@ -577,6 +614,9 @@ class _Builder(fx.Interpreter):
 
     def module_rule(self, n: fx.Node, mod: nn.Module, tagged, out):
         name = n.target
+        if not tagged and isinstance(mod, (nn.modules.conv._ConvNd, nn.Linear)) and n.args \
+                and isinstance(n.args[0], fx.Node) and n.args[0].meta.get("wl_shape"):
+            return self.constant_layer(n, mod, n.args[0], out)
         if not tagged:
             return None
         node, t = tagged[0]
@@ -614,6 +654,22 @@ class _Builder(fx.Interpreter):
         raise WeightlabError(f"cannot trace the feature spaces: unsupported module {name} "
                              f"({type(mod).__name__}); define weightlab_feature_spec(self)")
 
+    def constant_layer(self, n: fx.Node, mod: nn.Module, node: fx.Node, out):
+        """A conv or linear layer whose input no channel space reaches: a tensor computed
+        from sizes, constants or parameters (EdgeNeXt's Fourier position encoding, a conv
+        over a sin/cos grid of the positions). Its input channels are a fixed space (nothing
+        to move them with); its output y = W·c + b opens a space like any layer's: permuting
+        W's rows and b permutes y's channels, so y may be added to features of a free space
+        (the entries then move with that space)."""
+        x = node.meta["wl_shape"]
+        conv = isinstance(mod, nn.modules.conv._ConvNd)
+        if len(x) < 2:
+            return None
+        last = not conv and len(x) > 2
+        s_in = self.new(x[1] if conv else x[-1])
+        self.fix(s_in, f"a constant read by {n.target}")
+        return self.layer(n, mod, node, _Tag(s_in, 1, last), out)
+
     def layer(self, n: fx.Node, mod: nn.Module, node: fx.Node, t: _Tag, out,
               name: str | None = None):
         name = name or n.target
@@ -621,12 +677,12 @@ class _Builder(fx.Interpreter):
         if isinstance(mod, nn.modules.conv._ConvTransposeNd):
             raise WeightlabError(f"unsupported module {name} (transposed convolution)")
         if not conv and len(node.meta["wl_shape"]) > 2 and not t.last \
-                and self.find(t.space) not in self.fixed and t.repeat == 1:
+                and not self.is_fixed(t.space) and t.repeat == 1:
             # a linear over the last axis of (N, C, T) features: it mixes tokens (MLP-Mixer),
             # each channel separately, and keeps the channels on axis 1
             return t
         if not conv and len(node.meta["wl_shape"]) > 2 and not t.last \
-                and self.find(t.space) in self.fixed:
+                and self.is_fixed(t.space):
             # fixed channels read along the last axis (an input of tokens (N, L, C)): a fixed
             # space of the linear's input features there
             t = _Tag(self.new(mod.in_features), 1, True)
@@ -721,30 +777,65 @@ class _Builder(fx.Interpreter):
             if r in rigid and not spaces[roots[r]].fixed and not per_group:
                 rep *= rigid[r]
             spaces[roots[r]].entries.append(Entry(key, axis, rep, offset, per_group))
-        for s, name in self.producers:
-            _add(spaces[roots[self.find(s)]].producers, name)
+        def leaf_ids(s: int) -> list[int]:  # a composite's leaves; a plain space itself
+            return [roots[leaf] for _, _, leaf in split.leaves(self, s) if leaf in roots]
+
+        for s, name in self.producers:  # (a stream cut into parts: each part's producer)
+            for i in leaf_ids(s):
+                _add(spaces[i].producers, name)
         for s, name in self.norms:
-            _add(spaces[roots[self.find(s)]].norms, name)
-        for s, node in self.points:  # (a space split into parts keeps none: its features
-            if self.find(s) in roots:  # are the parts' side by side)
-                _add(spaces[roots[self.find(s)]].feature_points, self.point_name(node))
+            for i in leaf_ids(s):
+                _add(spaces[i].norms, name)
+        active: set[int] = set()  # spaces with an activation's feature point
+        # a part is read once within a concatenation, where first seen: DenseNet's layer
+        # outputs are in every later concatenation of their block (hundreds of reads)
+        as_part: set[int] = set()
+        for s, node in self.points:  # (channels made of parts: each part's channels)
+            for i, point in self.points_of(s, node, roots):
+                if "parts:" in point and i in as_part:
+                    continue
+                as_part.update([i] if "parts:" in point else [])
+                _add(spaces[i].feature_points, point)
+                active.add(i)
         for s, name in self.named_points:  # (a rigid space's points read heads × dh
-            _add(spaces[roots[self.find(s)]].feature_points, name)  # channels: see units)
+            if self.find(s) in roots:  # channels: matching.features reads them per head)
+                _add(spaces[roots[self.find(s)]].feature_points, name)
         for s, node in self.fallback:  # no activation: read the value a layer consumes
-            if self.find(s) not in roots:
+            t = self.tag_of(node)
+            if t is None or t.repeat != 1 or t.tiles != 1:
                 continue
-            sp = spaces[roots[self.find(s)]]
-            if not any(roots.get(self.find(t)) == sp.id for t, _ in self.points) \
-                    and self.tag_of(node) and self.tag_of(node).repeat == 1 \
-                    and self.tag_of(node).tiles == 1:
-                _add(sp.feature_points, self.point_name(node))
+            for i, point in self.points_of(s, node, roots):
+                if i not in active and not ("parts:" in point and i in as_part):
+                    as_part.update([i] if "parts:" in point else [])
+                    _add(spaces[i].feature_points, point)
         layers, seen = [], set()
         for layer, s_in, s_out in self.layers:
             if layer.name not in seen:
                 seen.add(layer.name)
-                layer.in_space, layer.out_space = roots[self.find(s_in)], roots[self.find(s_out)]
+                # (channels made of parts: the first part's space)
+                layer.in_space, layer.out_space = leaf_ids(s_in)[0], leaf_ids(s_out)[0]
                 layers.append(layer)
         return FeatureGraph(spaces, list(range(len(roots))), layers, fx_graph)
+
+    def points_of(self, s: int, node: fx.Node, roots: dict[int, int]
+                  ) -> list[tuple[int, str]]:
+        """(space id, feature point) of a value of space ``s``: its point name, or for
+        channels made of parts one point per part space, ``NAME@parts:O1,O2,…:SIZE`` (its
+        channels at each offset, the occurrences read as more samples; ``lastparts`` for a
+        channels-last value)."""
+        r = self.find(s)
+        if r in roots:
+            return [(roots[r], self.point_name(node))]
+        if r not in self.split:
+            return []
+        t = self.tag_of(node)
+        base = self.point_name(node).removesuffix("@last")
+        kind = "lastparts" if t is not None and t.last else "parts"
+        at: dict[int, tuple[int, list[int]]] = {}
+        for off, size, leaf in split.leaves(self, r):
+            at.setdefault(leaf, (size, []))[1].append(off)
+        return [(roots[leaf], f"{base}@{kind}:{','.join(map(str, offs))}:{size}")
+                for leaf, (size, offs) in at.items() if leaf in roots]
 
     def point_name(self, node: fx.Node) -> str:
         """A module called once, else the fx node; ``@last`` when the value is channels-last

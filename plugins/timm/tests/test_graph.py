@@ -27,7 +27,7 @@ PASSING = {
     "cspnet": ("cspresnet50", 64),
     "swin": ("swin_tiny_patch4_window7_224", 224), "eva": ("eva02_tiny_patch14_224", 224),
     "levit": ("levit_128s", 224), "coatnet": ("coatnet_pico_rw_224", 224),
-    "maxvit": ("maxvit_pico_rw_256", 256),
+    "maxvit": ("maxvit_pico_rw_256", 256), "edgenext": ("edgenext_xx_small", 64),
 }
 # fixed-size attention models (per-head relative position biases, shifted-window masks and
 # patch merging, einsum, RoPE, head-first q/k/v blocks): checked here built for a smaller
@@ -71,10 +71,70 @@ def test_fixed_size_attention_families_are_invariant(family):
 
 
 def test_an_unsupported_family_is_one_error_line(cli):
-    code, out, err = cli("graph", "timm/edgenext_xx_small", "--check", *_shape(64))
+    """NF-ResNet standardizes its conv weights in forward (torch.conv2d with a computed
+    weight): no rule follows a layer whose weight is not a parameter."""
+    code, out, err = cli("graph", "timm/nf_resnet26", "--check", *_shape(64))
     assert code == 1 and out == ""
     assert err.count("\n") == 1
-    assert err.startswith("error: EdgeNeXt: ") and "weightlab_feature_spec" in err
+    assert err.startswith("error: NormFreeNet: ") and "torch.conv2d" in err \
+        and "weightlab_feature_spec" in err
+
+
+def test_edgenext_spaces_split_streams_and_channel_attention(cli):
+    """`weightlab graph timm/edgenext_xx_small --check` at 3×64×64: 25 of 28 spaces free
+    (fixed: input, logits, the constant sin/cos grid the position encoding's conv reads);
+    each SplitTransposeBlock cuts its stage's stream into chunks (48 → 24 + 24, 88 → 30 + 30
+    + 28 with the first two one space, 168 → 42 × 3 one space + 42), its XCA gives a
+    query·output and a key·value space of 4 heads, tied; invariant (< 1e-12 relative,
+    float64; measured 3.3e-16)."""
+    res = cli.json("graph", "timm/edgenext_xx_small", "--check", *_shape(64))
+    assert (res["free_spaces"], len(res["spaces"])) == (25, 28)
+    fixed = [s["reason"] for s in res["spaces"] if not s["free"]]
+    assert fixed == ["input", "a constant read by stages.1.blocks.1.pos_embd.token_projection",
+                     "logits"]
+    assert sorted(s["size"] for s in res["spaces"] if s["heads"] == 4) == [48, 48, 88, 88,
+                                                                           168, 168]
+    assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
+
+
+@pytest.mark.parametrize("matcher", ["weight", "activation"])
+def test_matching_recovers_a_permuted_edgenext(matcher):
+    """A random edgenext_xx_small (seed 0) and a copy with a seeded random permutation of all
+    25 free spaces (chunked streams, XCA heads and channels, τ per head; the largest weight
+    change it makes is 0.08, timm's init being N(0, 0.02²), asserted > 0.01): weight matching,
+    and activation matching on 32 random 64×64 inputs (the stream's parts read at each
+    chunk's offsets), bring every tensor back exactly
+    (max |Δ| 0.0), so the merge midpoint ½(θ_A + π(θ_B)) is the model itself: its logits
+    equal A's (float64, < 1e-12 relative)."""
+    import copy
+
+    import torch
+    from weightlab import plugins
+    from weightlab.alignment import permute_model, random_permutation
+    from weightlab.graph import trace
+    from weightlab.matching.activation import activation_matching
+    from weightlab.matching.weight import weight_matching
+
+    comp = plugins.registry().create("models", "timm/edgenext_xx_small", {})
+    torch.manual_seed(0)
+    a = comp.build((3, 64, 64), 10).double().eval()
+    x = torch.randn(32, 3, 64, 64, dtype=torch.float64,
+                    generator=torch.Generator().manual_seed(0))
+    g = trace(a, x[:2])
+    b = permute_model(a, g, random_permutation(g, torch.Generator().manual_seed(1)))
+    moved = max(float((b.state_dict()[k] - v).abs().max()) for k, v in a.state_dict().items())
+    if matcher == "weight":
+        al = weight_matching(g, a.state_dict(), b.state_dict())
+    else:
+        al = activation_matching(g, a, b, [(x, torch.zeros(32, dtype=torch.long))])
+    back = permute_model(b, g, al).state_dict()
+    assert moved > 0.01
+    assert max(float((back[k] - v).abs().max()) for k, v in a.state_dict().items()) == 0.0
+    mid = copy.deepcopy(a)
+    mid.load_state_dict({k: (v + back[k]) / 2 for k, v in a.state_dict().items()})
+    with torch.no_grad():
+        y, z = a(x[:2]), mid.eval()(x[:2])
+    assert float((y - z).abs().max() / y.abs().max()) < 1e-12
 
 
 def test_the_documented_table_lists_the_passing_families():
@@ -86,4 +146,4 @@ def test_the_documented_table_lists_the_passing_families():
     assert table in page, "docs/plugins/timm.md and plugins/timm/README.md tables differ"
     for family, (model, size) in PASSING.items():
         assert f"| {family} | `{model}` | 3×{size}×{size} | passes |" in table, family
-    assert "| edgenext | `edgenext_xx_small` | 3×64×64 | `EdgeNeXt: add_5" in table
+    assert "| nfnet | `nf_resnet26` | 3×64×64 | `NormFreeNet: " in table
