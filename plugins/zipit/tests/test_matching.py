@@ -221,3 +221,43 @@ def test_joint_merge_endpoints_are_the_models(mnist_pair, b):
         for k, part in enumerate(joint.split(graph, 2)):
             for s, (m, _) in part.merges.items():
                 assert torch.allclose(halves[k].merges[s][0], 2 * m)
+
+
+class _Concat(torch.nn.Module):
+    """Two conv branches concatenated along the channels, then one BatchNorm over all 8: its
+    running mean and variance hold the two branches' spaces at offsets 0 and 4."""
+
+    def __init__(self):
+        super().__init__()
+        self.a, self.b = torch.nn.Conv2d(1, 4, 3, padding=1), torch.nn.Conv2d(1, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(8)
+        self.c = torch.nn.Conv2d(8, 6, 3, padding=1)
+        self.head = torch.nn.Linear(6, 10)
+
+    def forward(self, x):
+        y = torch.cat([self.a(x).relu(), self.b(x).relu()], dim=1)
+        return self.head(self.c(self.bn(y)).relu().mean((2, 3)))
+
+
+@pytest.mark.parametrize("name", ["zipit", "cca"])
+def test_batchnorm_statistics_after_a_concatenation_merge_back(name):
+    """A BatchNorm after a concatenation (DenseNet) holds two channel spaces at offsets 0 and
+    4; ZipIt! and CCA merging the model with a planted permuted copy must map its running
+    variance in both parts (each from the same tensor, at its own offset). The merged logits
+    equal the model's (measured relative max |Δ| 0.0 zipit, 1.7e-7 cca; bound 1e-5); before,
+    only the last part's variance survived, unmoved by its offset."""
+    torch.manual_seed(0)
+    net = _Concat().eval()
+    with torch.no_grad():  # running statistics that differ per channel
+        net.bn.running_mean.uniform_(-1, 1)
+        net.bn.running_var.uniform_(0.2, 3)
+    x = torch.randn(256, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+    g = trace(net, x[:1])
+    assert {e.offset for s in g.free_spaces() for e in s.entries
+            if e.key == "bn.running_var"} == {0, 4}
+    copy = permute_model(net, g, random_permutation(g, torch.Generator().manual_seed(3)))
+    data = [(x[i:i + 64], torch.zeros(64, dtype=torch.long)) for i in range(0, 256, 64)]
+    al = plugins.registry().create("matchers", name).match(g, net, copy, data)
+    with torch.no_grad():
+        ref, out = net(x[:64]), merged_model([net, copy], g, al)(x[:64])
+    assert float((out - ref).abs().max() / ref.abs().max()) < 1e-5

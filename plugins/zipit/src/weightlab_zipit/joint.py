@@ -106,10 +106,14 @@ def states_in_merged_space(models: Sequence[nn.Module], graph: FeatureGraph, joi
     for part, m in zip(model_parts(joint, graph, weights), models):
         state = m.state_dict()
         new = part.apply(graph, state)
-        for sid, (merge, _) in part.merges.items():
+        variances: dict[str, torch.Tensor] = {}  # a BatchNorm after a concatenation holds
+        for sid, (merge, _) in part.merges.items():  # several spaces at their offsets
             for e in graph[sid].entries:
                 if e.key.endswith("running_var"):
-                    new[e.key] = transform_axis(state[e.key], e.axis, merge.square(), e.repeat)
+                    v = variances.get(e.key, state[e.key])
+                    variances[e.key] = transform_axis(v, e.axis, merge.square(), e.repeat,
+                                                      e.offset)
+        new.update(variances)
         out.append(new)
     return out
 
