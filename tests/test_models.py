@@ -316,3 +316,17 @@ def test_convnext_bad_sizes_are_one_line_errors(name, params, message):
 def test_convnext_too_deep_for_the_image_from_the_cli(cli):
     code, _, err = cli("graph", "convnext_w16_d1x1x1x1x1")
     assert code == 2 and "28×28 image is smaller than 1 pixel" in err and "Traceback" not in err
+
+
+def test_convnext_stochastic_depth_is_training_only():
+    """drop_path = 0.5 (the last block's rate; 0 for the first): in training two passes differ
+    (branches dropped per sample), in eval mode the net is deterministic and the rates rise
+    linearly over the 4 blocks (0, 1/6, 2/6, 3/6)."""
+    _, net = _build("convnext_w8_d2x2", (1, 28, 28), drop_path=0.5, layer_scale=1.0)
+    blocks = [b for stage in net.stages for b in stage if hasattr(b, "drop_path")]
+    assert [b.drop_path for b in blocks] == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6])
+    x = torch.randn(8, 1, 28, 28)
+    torch.manual_seed(1)
+    assert not torch.equal(net.train()(x), net(x))
+    net.eval()
+    torch.testing.assert_close(net(x), net(x), rtol=0, atol=0)
