@@ -4,6 +4,7 @@ sizes match the SPEC; a ResNet depth that is not 6n+2 is an error; init schemes 
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -34,6 +35,8 @@ MODELS = {
     "fixup_cifar_resnet20": (CIFAR, {"norm": "fixup"}),
     "mlp": ((1, 28, 28), {"activation": "relu", "bias": True}),
     "resnet18": (CIFAR, {"arch": "resnet18"}),  # torchvision's, at a small input
+    "convnext": ((1, 28, 28), {"width": 32, "depths": [2, 2], "stem": 2, "layer_scale": 1e-6}),
+    "convnext_w16_d1x2x1": (CIFAR, {"width": 16, "depths": [1, 2, 1]}),
 }
 
 
@@ -71,6 +74,8 @@ def test_builds_runs_forward_and_backward(name):
         assert "BatchNorm2d" in norms and "ChannelLayerNorm" not in norms
     elif "_ln" in name:
         assert norms == {"ChannelLayerNorm"}
+    elif name.startswith("convnext"):  # channels-first in stem/downsampling, -last in blocks
+        assert norms == {"ChannelLayerNorm", "LayerNorm"}
     elif name != "resnet18":
         assert norms == set()
     biases = [n for n, _ in net.named_parameters() if n.endswith(".bias")]
@@ -217,3 +222,111 @@ def test_inits_reach_attention_input_projections(spec, stat, target):
         assert w.std().item() == pytest.approx(target, rel=0.08), i
     assert (attn.in_proj_bias == 0).all()
     assert attn.out_proj.weight.std().item() == pytest.approx(target, rel=0.08)
+
+
+def _convnext_count(c, w, depths, classes=10, k=7, r=4, stem=2, gamma=True):
+    """ConvNeXt's parameters, re-stated from the architecture: stem conv c·w·s² + w and its
+    LayerNorm 2w; per block of d channels a depthwise conv d·k² + d, a LayerNorm 2d, Linear
+    d → rd (r·d² + rd), Linear rd → d (r·d² + d) and γ (d); per downsampling a LayerNorm 2d and
+    a 2×2 conv d·2d·4 + 2d; the head's LayerNorm 2D and Linear D·classes + classes."""
+    total = c * w * stem ** 2 + w + 2 * w
+    d = w
+    for i, n in enumerate(depths):
+        if i:
+            total += 2 * d + d * 2 * d * 4 + 2 * d
+            d *= 2
+        total += n * (d * k * k + d + 2 * d + r * d * d + r * d + r * d * d + d + d * gamma)
+    return total + 2 * d + d * classes + classes
+
+
+def test_convnext_parameter_count_follows_the_architecture():
+    def count(name, shape, **p):
+        return sum(t.numel() for t in _build(name, shape, **p)[1].parameters())
+
+    assert count("convnext_w32_d2x2", (1, 28, 28)) == _convnext_count(1, 32, [2, 2]) == 102_378
+    assert count("convnext_w16_d1x2x1", CIFAR) == _convnext_count(3, 16, [1, 2, 1])
+    assert count("convnext", (1, 28, 28), layer_scale=0) == _convnext_count(1, 32, [2, 2],
+                                                                            gamma=False)
+    assert count("convnext", (1, 28, 28), kernel=3, mlp_ratio=2, stem=4) == _convnext_count(
+        1, 32, [2, 2], k=3, r=2, stem=4)
+
+
+def test_convnext_layout_and_the_papers_init():
+    """The stem is a 2×2 stride-2 conv (14×14 maps on MNIST), each stage doubles the width
+    behind a 2×2 stride-2 conv, blocks hold a 7×7 depthwise conv, LayerNorms have ε = 1e-6,
+    γ starts at 1e-6, conv/linear biases are 0 and their weights are truncated normal σ = 0.02
+    (measured on the 64 → 256 linear: 0.0200 over 16,384 draws; tolerance 5 %)."""
+    _, net = _build("convnext_w32_d2x2", (1, 28, 28))
+    stem = net.stem[0]
+    assert stem.kernel_size == stem.stride == (2, 2) and stem.out_channels == 32
+    assert net.stem(torch.zeros(1, 1, 28, 28)).shape == (1, 32, 14, 14)
+    down = net.stages[1][1]
+    assert down.kernel_size == down.stride == (2, 2)
+    assert (down.in_channels, down.out_channels) == (32, 64)
+    block = net.stages[2][0]
+    assert block.dwconv.groups == 64 and block.dwconv.kernel_size == (7, 7)
+    assert block.pwconv1.out_features == 256 and block.pwconv2.out_features == 64
+    assert (block.layer_scale == 1e-6).all() and block.layer_scale.requires_grad
+    assert all(m.eps == 1e-6 for m in net.modules()
+               if isinstance(m, (nn.LayerNorm, ChannelLayerNorm)))
+    layers = [m for m in net.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    assert all((m.bias == 0).all() for m in layers)
+    w = block.pwconv1.weight
+    assert w.std().item() == pytest.approx(0.02, rel=0.05) and w.abs().max() < 0.02 * 6
+    _, other = _build("convnext_w32_d2x2", (1, 28, 28), init="normal:std=0.1")
+    assert other.stages[2][0].pwconv1.weight.std().item() == pytest.approx(0.1, rel=0.05)
+
+
+def test_convnext_computes_what_timm_computes():
+    """An independent implementation: timm's ConvNeXt (4 stages, patch stem 4, ε = 1e-6, γ as
+    a (C,) vector), given our weights tensor for tensor, gives our logits to 1e-5 at 32×32."""
+    timm = pytest.importorskip("timm")
+    _, ours = _build("convnext_w8_d1x2x1x1", CIFAR, stem=4, layer_scale=0.5)
+    ref = timm.models.convnext.ConvNeXt(in_chans=3, num_classes=10, depths=(1, 2, 1, 1),
+                                        dims=(8, 16, 32, 64), patch_size=4, ls_init_value=0.5)
+    theirs = ref.state_dict()
+    assert len(theirs) == len(ours.state_dict())
+    # both list each block's γ first and every other tensor in the same order
+    mapped = {k: v.reshape(theirs[k].shape)
+              for k, v in zip(theirs, ours.state_dict().values(), strict=True)}
+    ref.load_state_dict(mapped)
+    x = torch.randn(4, *CIFAR)
+    torch.testing.assert_close(ours.eval()(x), ref.eval()(x), rtol=1e-5, atol=1e-5)
+
+
+def test_convnext_is_buildable_by_name_and_invariant(cli):
+    """`convnext_w32_d2x2` on 28×28 MNIST: 6 free spaces (the two stages' streams and four
+    MLP hidden spaces); a random permutation changes the outputs by 5.5e-16 relative
+    (measured)."""
+    res = cli.json("graph", "convnext_w32_d2x2", "--check")
+    assert res["input_shape"] == [1, 28, 28] and res["free_spaces"] == 6
+    assert res["check"]["invariant"] and res["check"]["relative"] < 1e-12
+
+
+@pytest.mark.parametrize(("name", "params", "message"), [
+    ("convnext_w16_d1x1x1x1x1", {}, "smaller than 1 pixel after the stem (2×2) and 4"),
+    ("convnext", {"kernel": 4}, "kernel 4 is even"),
+])
+def test_convnext_bad_sizes_are_one_line_errors(name, params, message):
+    with pytest.raises(UsageError, match=re.escape(message)) as e:
+        _build(name, (1, 28, 28), **params)
+    assert len(str(e.value).splitlines()) == 1
+
+
+def test_convnext_too_deep_for_the_image_from_the_cli(cli):
+    code, _, err = cli("graph", "convnext_w16_d1x1x1x1x1")
+    assert code == 2 and "28×28 image is smaller than 1 pixel" in err and "Traceback" not in err
+
+
+def test_convnext_stochastic_depth_is_training_only():
+    """drop_path = 0.5 (the last block's rate; 0 for the first): in training two passes differ
+    (branches dropped per sample), in eval mode the net is deterministic and the rates rise
+    linearly over the 4 blocks (0, 1/6, 2/6, 3/6)."""
+    _, net = _build("convnext_w8_d2x2", (1, 28, 28), drop_path=0.5, layer_scale=1.0)
+    blocks = [b for stage in net.stages for b in stage if hasattr(b, "drop_path")]
+    assert [b.drop_path for b in blocks] == pytest.approx([0, 1 / 6, 2 / 6, 3 / 6])
+    x = torch.randn(8, 1, 28, 28)
+    torch.manual_seed(1)
+    assert not torch.equal(net.train()(x), net(x))
+    net.eval()
+    torch.testing.assert_close(net(x), net(x), rtol=0, atol=0)

@@ -116,3 +116,25 @@ def test_module_selection():
 def test_sparsity_out_of_range_is_refused(sparsity):
     with pytest.raises(UsageError, match=r"\[0, 1\)"):
         _pruner("magnitude").prune(_net(), sparsity, {})
+
+
+def test_score_pruners_reach_attention_input_projections():
+    """nn.MultiheadAttention's packed in_proj_weight (Q, K, V: a bare parameter, not a Linear)
+    is pruned like a linear: per layer exactly round(0.9 · 3E·E) of its 3·32·32 = 3072 weights
+    go, the smallest |w| (re-stated: the 2765th smallest |w| is the largest removed); without
+    ``attention`` (what obs, which reads each Linear's inputs, asks for) it is left out."""
+    from weightlab import pruning
+
+    net = testing.tiny_model("vit_d2_w32_p2_h4")
+    w = net.blocks[0].attn.in_proj_weight.detach().abs().flatten()
+    masks = _pruner("magnitude").prune(copy.deepcopy(net), 0.9, {})
+    names = list(masks)
+    assert names.index("blocks.0.attn.in_proj_weight") < names.index(
+        "blocks.0.attn.out_proj.weight") and "blocks.1.attn.in_proj_weight" in names
+    keep = masks["blocks.0.attn.in_proj_weight"]
+    assert int((~keep).sum()) == round(0.9 * 3072)
+    cut = w.sort().values[round(0.9 * 3072) - 1]
+    assert (w[~keep.flatten()] <= cut).all() and (w[keep.flatten()] >= cut).all()
+    assert "blocks.0.attn.in_proj_weight" in _pruner("global_magnitude").prune(
+        copy.deepcopy(net), 0.5, {})
+    assert not any("in_proj" in n for n in pruning.prunable_names(net))

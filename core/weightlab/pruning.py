@@ -1,6 +1,7 @@
 """Unstructured pruning, the parts every pruner and command shares.
 
-- :func:`prunable_names`: which parameters are pruned (conv/linear weights, glob-filtered).
+- :func:`prunable_names`: which parameters are pruned (conv/linear weights, attention's input
+  projections for score pruners, glob-filtered).
 - :func:`masks_from_scores`: keep the highest scores, exactly ``round(s·n)`` zeros, ties broken
   by index order; weights already masked stay pruned and count towards the target.
 - :func:`one_shot` / :func:`sweep`: prune → evaluate → re-normalize (dense model as the
@@ -30,13 +31,31 @@ from weightlab.pruners.base import SELECTIONS
 PRUNABLE_TYPES = (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)
 
 
+def attention_input_weights(m: nn.Module, prefix: str) -> list[str]:
+    """The input-projection weights of an ``nn.MultiheadAttention``: bare parameters, not
+    Linear modules — the packed ``in_proj_weight`` (rows Q, K, V), or ``q_proj_weight``,
+    ``k_proj_weight``, ``v_proj_weight`` when the key/value sizes differ."""
+    if m._qkv_same_embed_dim:
+        return [f"{prefix}in_proj_weight"]
+    return [f"{prefix}{x}_proj_weight" for x in ("q", "k", "v")]
+
+
 def prunable_names(model: nn.Module, modules: Sequence[str] = (), exclude: Sequence[str] = (),
-                   skip_first: bool = False, skip_last: bool = False) -> list[str]:
+                   skip_first: bool = False, skip_last: bool = False,
+                   attention: bool = False) -> list[str]:
     """``*.weight`` of every conv and linear module in definition order (biases and norms
     never), minus the first/last when asked, kept only if it matches a ``modules`` glob (when
-    any is given) and no ``exclude`` glob."""
-    names = [f"{n}.weight" for n, m in model.named_modules()
-             if isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None]
+    any is given) and no ``exclude`` glob. With ``attention``, ``nn.MultiheadAttention``'s input
+    projections (:func:`attention_input_weights`, one packed 3E × E weight like timm's fused
+    ``qkv`` linear) count as well, at the attention's place in that order (its ``out_proj`` is a
+    Linear and always counts): pruners that score weights need no module, layer-wise ones
+    (``obs``, which reads each Linear's inputs) leave them out."""
+    names = []
+    for n, m in model.named_modules():
+        if attention and isinstance(m, nn.MultiheadAttention):
+            names += attention_input_weights(m, f"{n}." if n else "")
+        elif isinstance(m, PRUNABLE_TYPES) and getattr(m, "weight", None) is not None:
+            names.append(f"{n}.weight")
     if skip_first:
         names = names[1:]
     if skip_last:

@@ -1,5 +1,5 @@
-"""The built-in model components: CIFAR VGG, CIFAR ResNet (norm / plain / Fixup), MLP and
-torchvision ImageNet classifiers. Names follow the Vanishing Feature code."""
+"""The built-in model components: CIFAR VGG, CIFAR ResNet (norm / plain / Fixup), MLP, small
+ViT and ConvNeXt, and torchvision ImageNet classifiers. Names follow the Vanishing Feature code."""
 
 from __future__ import annotations
 
@@ -189,6 +189,66 @@ class ViTModel(Model):
         return initialize(net, p.init)
 
 
+class ConvNeXtModel(Model):
+    """A small ConvNeXt (Liu et al. 2022) for MNIST/CIFAR-sized images: patchify stem (a
+    ``stem``×``stem`` stride-``stem`` conv, 2 by default: the small-image stand-in for
+    ImageNet's 4×4 on 224 pixels) and a channels-first LayerNorm; stages of blocks
+    (7×7 depthwise conv → LayerNorm → Linear 4× → GELU → Linear → layer scale γ → residual),
+    LayerNorm + 2×2 stride-2 conv doubling the width between stages; global average pool →
+    LayerNorm → Linear. Conv/linear weights truncated normal σ = 0.02, zero biases (the
+    paper's init) unless ``init=`` names another scheme.
+
+    Names: ``convnext`` or ``convnext_w<width>_d<d1>x<d2>[x<d3>…]``, e.g. ``convnext_w32_d2x2``
+    (two stages of 2 blocks, 32 and 64 channels: 14×14 and 7×7 maps on 28×28 MNIST).
+    ``convnext_tiny`` and the other ImageNet sizes are torchvision's (family ``torchvision``).
+    """
+
+    name = "convnext"
+    summary = "small ConvNeXt: width, blocks per stage, stem patch (MNIST/CIFAR sized)"
+    pattern = r"convnext(?:_w(?P<width>\d+))?(?:_d(?P<depths>\d+(?:x\d+)*))?"
+    examples = ("convnext", "convnext_w32_d2x2", "convnext_w64_d2x2", "convnext_w32_d2x2x2")
+    default_input_shape = (1, 28, 28)
+
+    @dataclass
+    class Params:
+        width: int = param(32, "channels of the first stage (doubled at every stage)", min=1)
+        depths: list[int] = param([2, 2], "blocks per stage (ConvNeXt-T: 3,3,9,3)", min=1)
+        stem: int = param(2, "patchify stem: conv kernel = stride (ImageNet: 4)", min=1)
+        kernel: int = param(7, "depthwise conv kernel (odd)", min=1)
+        mlp_ratio: int = param(4, "inverted-bottleneck width / channels", min=1)
+        layer_scale: float = param(1e-6, "initial layer scale γ (0: no layer scale)", min=0)
+        drop_path: float = param(0.0, "stochastic depth rate of the last block, rising "
+                                      "linearly from 0 (ConvNeXt-T on ImageNet: 0.1)",
+                                 min=0, max=0.99)
+        init: str = param("default", "initialization: default is the paper's (truncated "
+                          "normal σ = 0.02 on conv/linear weights, zero biases); "
+                          + INIT_HELP.split(": ", 1)[1], check=parse_spec)
+
+    @classmethod
+    def name_groups_to_params(cls, g):
+        out = {}
+        if "width" in g:
+            out["width"] = int(g["width"])
+        if "depths" in g:
+            out["depths"] = [int(d) for d in g["depths"].split("x")]
+        return out
+
+    def build(self, input_shape, num_classes):
+        from weightlab.models.convnext import ConvNeXt
+        from weightlab.models.init import initialize
+
+        p = self.params
+        if p.kernel % 2 == 0:
+            raise UsageError(f"convnext: kernel {p.kernel} is even; expected an odd size "
+                             "(padding k // 2 keeps the map size)")
+        try:
+            net = ConvNeXt(input_shape, num_classes, p.width, tuple(p.depths), p.stem,
+                           p.kernel, p.mlp_ratio, p.layer_scale, p.drop_path)
+        except ValueError as e:
+            raise UsageError(f"convnext: {e}") from None
+        return initialize(net, p.init)
+
+
 # every classifier of torchvision.models (torchvision 0.29; tests/test_graph_attention.py keeps
 # this in step): all but maxvit_t are traced exactly (weightlab graph NAME --check)
 TORCHVISION_CLASSIFIERS = (
@@ -242,4 +302,5 @@ class TorchvisionModel(Model):
         return initialize(net, self.params.init)
 
 
-MODELS = [CifarVGGModel, CifarResNetModel, MLPModel, ViTModel, TorchvisionModel]
+MODELS = [CifarVGGModel, CifarResNetModel, MLPModel, ViTModel, ConvNeXtModel,
+          TorchvisionModel]

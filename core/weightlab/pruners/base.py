@@ -39,7 +39,8 @@ def parse_nm(text: str) -> tuple[int, int] | None:
 @dataclass
 class SelectParams:
     modules: list[str] = param([], "glob patterns of parameter names to prune (default: every "
-                                   "conv and linear weight; biases and norms never)")
+                                   "conv and linear weight, attention's in_proj_weight "
+                                   "included; biases and norms never)")
     exclude: list[str] = param([], "glob patterns of parameter names to leave dense")
     skip_first: bool = param(False, "leave the first conv/linear layer dense")
     skip_last: bool = param(False, "leave the last conv/linear layer (the head) dense")
@@ -70,7 +71,9 @@ class ScorePruner(Pruner):
         from weightlab import pruning
 
         p = self.params
-        return pruning.prunable_names(model, p.modules, p.exclude, p.skip_first, p.skip_last)
+        # scores need no module: attention's packed Q/K/V projection is pruned like a linear
+        return pruning.prunable_names(model, p.modules, p.exclude, p.skip_first, p.skip_last,
+                                      attention=True)
 
     def scores(self, model: nn.Module, names: list[str], masks: dict[str, torch.Tensor],
                data=None) -> dict[str, torch.Tensor]:
