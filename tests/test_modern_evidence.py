@@ -1,15 +1,13 @@
-"""Issue 15's evidence on real MNIST for the modern families: two ConvNeXts trained from two seeds
-merge far above their naive midpoint once aligned, and one-shot pruning followed by
-re-normalization against the dense model recovers accuracy on the ConvNeXt and on a small ViT
-(whose attention input projections are pruned too).
+"""Issue 15's evidence for the modern families, asserted on the built-in digits: two ConvNeXts
+trained from two seeds merge far above their naive midpoint once aligned and re-normalized, and
+one-shot pruning followed by re-normalization against the dense model recovers accuracy on the
+ConvNeXt and on a small ViT (whose attention input projections are pruned too).
 
-The models are ``testing.trained`` pairs (cached; the settings of docs/results.md, section
-"ConvNeXt and ViT: merging and one-shot pruning on MNIST"), evaluated on the 10,000 MNIST test
-images with ``compare``'s default calibration (4096 training images merging, 2000 pruning):
-each test runs a subset of the rows of the docs' ``weightlab compare`` runs, with the same
-settings, so every figure a test asserts is the docs' figure for that row (measured on the
-2-core development CPU) and is written in its docstring; the margins leave room for a
-retrained cache.
+The MNIST runs of docs/results.md ("ConvNeXt and ViT: merging and one-shot pruning") take
+25–60 minutes on the 2-core development CPU, too long for the suite; these tests run the same
+models and commands on the digits (1,437 training and 360 test images; both pairs train in
+under a minute), with the figures of docs/results.md's digits table, measured with exactly these
+settings (deterministic: fixed seeds, one thread). Margins are about half the measured gaps.
 """
 
 from __future__ import annotations
@@ -20,96 +18,83 @@ from weightlab import testing
 
 pytestmark = pytest.mark.slow
 
-# ConvNeXt: 2 stages (32, 64 channels) of 2 blocks; AdamW, cosine, 2 epochs
-CONVNEXT = ("convnext_w32_d2x2", dict(epochs=2, train={
-    "batch_size": 128, "lr": 0.003, "optimizer": "adamw", "weight_decay": 0.05,
-    "schedule": "cosine", "warmup_iters": 100}))
-# ViT: 2 blocks of 64 channels in 4 heads, 7×7 patches (the ViT merging section's MNIST pair 1)
-VIT = ("vit_d2_w64_p7_h4", dict(epochs=2, train={
-    "batch_size": 256, "lr": 0.002, "optimizer": "adamw", "weight_decay": 0.05,
-    "schedule": "cosine", "warmup_iters": 50}))
+# the quick ViT recipe's schedule (recipes/vit_merging.toml --quick) for both families
+TRAIN = {"batch_size": 64, "lr": 0.003, "optimizer": "adamw", "weight_decay": 0.05,
+         "schedule": "cosine", "warmup_epochs": 2}
+CONVNEXT = "convnext_w32_d2x2"  # 2 stages (32, 64 channels) of 2 blocks: 4×4 and 2×2 maps
+VIT = "vit_d2_w32_p2_h4"  # 2 blocks of 32 channels in 4 heads, 2×2 patches: 16 tokens
 
 
-def pair(spec):
-    name, kw = spec
-    return testing.trained(name, "mnist", data_dir=testing.shared_data_dir("MNIST"), **kw)
-
-
-def merge_table(paths):
-    res = weightlab.compare(paths, matchers=["identity", "weight", "activation"],
-                            normalizers=["none", "repair"])
-    return {(r["matcher"], r["normalizer"]): r["top1"] for r in res["rows"]}, res
+def pair(model: str):
+    return testing.trained(model, "digits", epochs=30, train=TRAIN)
 
 
 def prune_table(path, pruners, sparsities, normalizers):
     res = weightlab.compare([path], pruners=pruners, sparsities=sparsities,
                             normalizers=normalizers)
-    return {(r["pruner"], r["sparsity"], r["normalizer"]): r for r in res["rows"]}, res
+    rows = {(r["pruner"], r["sparsity"], r["normalizer"]): r for r in res["rows"]}
+    for (_, s, _), r in rows.items():  # every prunable weight counts: the target is met
+        assert abs(r["achieved"] - float(s)) < 1e-3
+    return {k: r["top1"] for k, r in rows.items()}, res
 
 
-@pytest.fixture(scope="module")
-def convnext():
-    return pair(CONVNEXT)
-
-
-def test_convnext_aligned_midpoints_are_far_above_the_naive_one(convnext):
-    """ConvNeXt pair (endpoints 97.70 / 97.33 %), midpoint α = ½, test top-1 measured:
+def test_convnext_midpoints_aligned_and_repaired_are_far_above_naive():
+    """ConvNeXt pair on digits (endpoints 98.89 / 98.61 %), midpoint α = ½, test top-1:
 
     | matcher | none | + REPAIR |
     |---|---|---|
-    | identity (naive) | 10.10 % | 22.12 % |
-    | weight | 26.54 % | 51.69 % |
-    | activation | 36.89 % | 62.42 % |
+    | identity (naive) | 71.39 % | 88.61 % |
+    | weight | 71.94 % | 94.17 % |
+    | activation | 92.22 % | 95.28 % |
 
-    Asserted with about half of each measured gap: weight matching > naive + 8 points
-    (measured +16.4), activation matching > naive + 15 (+26.8); REPAIR at the linear/conv
-    outputs adds > 12 points to both aligned midpoints (+25.2, +25.5) and the repaired
-    activation-matched midpoint beats the repaired naive one by > 20 (+40.3)."""
-    top1, res = merge_table(convnext)
-    assert min(e["top1"] for e in res["endpoints"]) > 0.965
-    naive = top1[("identity", "none")]
-    assert top1[("weight", "none")] > naive + 0.08
-    assert top1[("activation", "none")] > naive + 0.15
-    for m in ("weight", "activation"):
-        assert top1[(m, "repair")] > top1[(m, "none")] + 0.12, m
-    assert top1[("activation", "repair")] > top1[("identity", "repair")] + 0.20
+    Asserted: activation matching > naive + 10 points (measured +20.8); REPAIR at the
+    conv/linear outputs adds > 10 to the naive and weight-matched midpoints (+17.2, +22.2);
+    weight matching + REPAIR > naive + REPAIR + 3 (+5.6). Uncorrected, weight matching is no
+    better than naive here (+0.6): its gain needs REPAIR's statistics, as the REPAIR paper
+    finds for LayerNorm networks."""
+    res = weightlab.compare(pair(CONVNEXT), matchers=["identity", "weight", "activation"],
+                            normalizers=["none", "repair"])
+    top1 = {(r["matcher"], r["normalizer"]): r["top1"] for r in res["rows"]}
+    assert min(e["top1"] for e in res["endpoints"]) > 0.98
+    assert top1[("activation", "none")] > top1[("identity", "none")] + 0.10
+    for m in ("identity", "weight"):
+        assert top1[(m, "repair")] > top1[(m, "none")] + 0.10, m
+    assert top1[("weight", "repair")] > top1[("identity", "repair")] + 0.03
 
 
-def test_convnext_pruned_one_shot_is_recovered_by_repair(convnext):
-    """ConvNeXt seed 0 (dense 97.70 %), per-layer magnitude pruning of every conv/linear
-    weight, one shot, then re-normalized against the dense model (2000 calibration images);
-    test top-1 measured:
+def test_convnext_pruned_one_shot_is_recovered_by_repair():
+    """ConvNeXt seed 0 (dense 98.89 %), one shot, every conv/linear weight, then
+    re-normalized against the dense model (2,000 calibration images requested; the digits
+    have 1,437), test top-1:
 
-    | sparsity | none | REPAIR | RESCALE |
+    | pruner, sparsity | none | REPAIR | RESCALE |
     |---|---|---|---|
-    | 50 % | 77.51 % | 96.97 % | 81.03 % |
-    | 70 % | 10.22 % | 69.31 % | 11.21 % |
+    | magnitude (per layer), 90 % | 41.11 % | 57.78 % | 45.00 % |
+    | global_magnitude, 70 % | 23.33 % | 45.00 % | 20.56 % |
+    | woodfisher, 70 % | 61.94 % | 91.11 % | 78.89 % |
 
-    (90 %: 10.10 / 15.58 / 9.83 % — nothing recovers it, so nothing is asserted there.)
-    Asserted: REPAIR adds > 12 points at 50 % (measured +19.5) and ends within 3 points of
-    dense (0.73 below), adds > 35 points at 70 % (+59.1), and beats RESCALE (the scale alone)
-    by > 10 points at both (+15.9, +58.1): the mean shift is what pruning breaks."""
-    rows, res = prune_table(convnext[0], ["magnitude"], [0.5, 0.7],
-                            ["none", "repair", "rescale"])
-    dense = res["dense"][0]["top1"]
-    assert dense > 0.965
-    top1 = {(s, n): rows[("magnitude", s, n)]["top1"] for s in ("0.5", "0.7")
-            for n in ("none", "repair", "rescale")}
-    assert all(abs(rows[("magnitude", s, "none")]["achieved"] - float(s)) < 1e-4
-               for s in ("0.5", "0.7"))
-    assert top1[("0.5", "repair")] > top1[("0.5", "none")] + 0.12
-    assert top1[("0.5", "repair")] > dense - 0.03
-    assert top1[("0.7", "repair")] > top1[("0.7", "none")] + 0.35
-    for s in ("0.5", "0.7"):
-        assert top1[(s, "repair")] > top1[(s, "rescale")] + 0.10, s
+    Asserted: REPAIR adds > 8 points at magnitude 90 % (measured +16.7), > 10 at global
+    magnitude 70 % (+21.7) and > 15 at woodfisher 70 % (+29.2), and beats RESCALE (the scale
+    alone) by > 6 at woodfisher 70 % (+12.2) and global 70 % (+24.4)."""
+    top1, res = prune_table(pair(CONVNEXT)[0], ["magnitude", "global_magnitude", "woodfisher"],
+                            [0.7, 0.9], ["none", "repair", "rescale"])
+    assert res["dense"][0]["top1"] > 0.98
+    assert top1[("magnitude", "0.9", "repair")] > top1[("magnitude", "0.9", "none")] + 0.08
+    g, w = ("global_magnitude", "0.7"), ("woodfisher", "0.7")
+    assert top1[(*g, "repair")] > top1[(*g, "none")] + 0.10
+    assert top1[(*w, "repair")] > top1[(*w, "none")] + 0.15
+    for k in (g, w):
+        assert top1[(*k, "repair")] > top1[(*k, "rescale")] + 0.06, k
 
 
 def test_vit_pruned_with_its_attention_is_recovered_by_repair():
-    """ViT-2×64/7 seed 0 (dense 94.86 %), 70 % of every conv/linear weight and of the
-    attention's packed in_proj_weight, one shot, re-normalized against the dense model (2000
-    calibration images); test top-1 measured: magnitude (per layer) 32.61 % → REPAIR 54.05 %,
-    global_magnitude 45.48 % → 60.65 %. Asserted: REPAIR adds > 10 points to magnitude
-    (measured +21.4) and > 7 to global_magnitude (+15.2); both prune in_proj_weight."""
+    """ViT-2×32/2 seed 0 (dense 97.22 %), one shot, every conv/linear weight and the
+    attention's packed in_proj_weight, re-normalized against the dense model, test top-1:
+    magnitude (per layer) at 50 % 65.28 % → REPAIR 84.72 %; global_magnitude at 70 % 43.61 % →
+    55.00 %; woodfisher at 50 % 93.61 %. Asserted: REPAIR adds > 10 points to magnitude 50 %
+    (measured +19.4) and > 5 to global magnitude 70 % (+11.4); WoodFisher's second-order
+    selection beats per-layer magnitude at 50 % by > 15 (+28.3); both magnitude pruners
+    select in_proj_weight."""
     from weightlab import plugins
     from weightlab.checkpoint import load_model
 
@@ -118,9 +103,10 @@ def test_vit_pruned_with_its_attention_is_recovered_by_repair():
     for name in ("magnitude", "global_magnitude"):
         chosen = plugins.registry().create("pruners", name, {}).chosen(net)
         assert {"blocks.0.attn.in_proj_weight", "blocks.1.attn.in_proj_weight"} <= set(chosen)
-    rows, res = prune_table(path, ["magnitude", "global_magnitude"], [0.7], ["none", "repair"])
-    assert res["dense"][0]["top1"] > 0.94
-    top1 = {(p, n): rows[(p, "0.7", n)]["top1"] for p in ("magnitude", "global_magnitude")
-            for n in ("none", "repair")}
-    assert top1[("magnitude", "repair")] > top1[("magnitude", "none")] + 0.10
-    assert top1[("global_magnitude", "repair")] > top1[("global_magnitude", "none")] + 0.07
+    top1, res = prune_table(path, ["magnitude", "global_magnitude", "woodfisher"], [0.5, 0.7],
+                            ["none", "repair"])
+    assert res["dense"][0]["top1"] > 0.96
+    m, g = ("magnitude", "0.5"), ("global_magnitude", "0.7")
+    assert top1[(*m, "repair")] > top1[(*m, "none")] + 0.10
+    assert top1[(*g, "repair")] > top1[(*g, "none")] + 0.05
+    assert top1[("woodfisher", "0.5", "none")] > top1[(*m, "none")] + 0.15
