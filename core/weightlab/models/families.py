@@ -1,5 +1,6 @@
 """The built-in model components: CIFAR VGG, CIFAR ResNet (norm / plain / Fixup), MLP, small
-ViT and ConvNeXt, and torchvision ImageNet classifiers. Names follow the Vanishing Feature code."""
+ViT and ConvNeXt, and torchvision ImageNet classifiers. The CIFAR VGG and ResNet names follow
+the Vanishing Feature code."""
 
 from __future__ import annotations
 
