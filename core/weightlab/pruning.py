@@ -48,8 +48,8 @@ def prunable_names(model: nn.Module, modules: Sequence[str] = (), exclude: Seque
     any is given) and no ``exclude`` glob. With ``attention``, ``nn.MultiheadAttention``'s input
     projections (:func:`attention_input_weights`, one packed 3E × E weight like timm's fused
     ``qkv`` linear) count as well, at the attention's place in that order (its ``out_proj`` is a
-    Linear and always counts): pruners that score weights need no module, layer-wise ones
-    (``obs``, which reads each Linear's inputs) leave them out."""
+    Linear and always counts). Every built-in pruner and the woodfisher and obs plugins pass
+    ``attention=True``; obs reads the projections' inputs from the attention's call."""
     names = []
     for n, m in model.named_modules():
         if attention and isinstance(m, nn.MultiheadAttention):

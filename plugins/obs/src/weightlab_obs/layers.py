@@ -8,6 +8,11 @@ run along input channels at one kernel position, as sparse tensor cores (and NVI
 group a conv's weights.
 
 H = 2 XᵀX / n over the n input rows (OBC eq. 2; samples × output positions for a conv).
+
+Attention's input projections (``nn.MultiheadAttention``'s bare parameters, no Linear module:
+:class:`Projection`): the packed ``in_proj_weight`` (3E × E) is three groups of E rows, Q, K
+and V, each a linear map of its own input (query, key, value), so each group has its own H; a
+separate ``q_proj_weight``/``k_proj_weight``/``v_proj_weight`` is one group on its input.
 """
 
 from __future__ import annotations
@@ -21,6 +26,45 @@ from torch import nn
 from weightlab.errors import UsageError
 
 
+class Projection:
+    """The layer OBS prunes for an attention's input projection: ``weight`` the parameter,
+    ``attention`` the module whose forward receives its input(s); ``part`` "in" (packed Q, K,
+    V rows) or "q", "k", "v" (a separate projection)."""
+
+    PARTS = {"q": 0, "k": 1, "v": 2}
+
+    def __init__(self, attention: nn.MultiheadAttention, part: str):
+        self.attention, self.part = attention, part
+        self.weight = getattr(attention, f"{part}_proj_weight")
+
+    @classmethod
+    def of(cls, modules: dict[str, nn.Module], name: str) -> Projection | None:
+        """The projection a parameter name denotes (``….in_proj_weight`` etc.), else None."""
+        owner, _, leaf = name.rpartition(".")
+        part = leaf.removesuffix("_proj_weight")
+        mod = modules.get(owner)
+        if isinstance(mod, nn.MultiheadAttention) and leaf.endswith("_proj_weight") \
+                and part in ("in", *cls.PARTS):
+            return cls(mod, part)
+        return None
+
+    def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
+        """(query, key, value) for the packed weight, else the one input of this part."""
+        names = ("query", "key", "value")
+        qkv = tuple(args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names))
+        return qkv if self.part == "in" else (qkv[self.PARTS[self.part]],)
+
+
+def register_input_hook(module, fn):
+    """Call ``fn(x)`` with the input a layer receives, before it runs: a tensor, or for a
+    :class:`Projection` the tuple of its inputs (read from the attention's call)."""
+    if isinstance(module, Projection):
+        def pre(_m, args, kwargs):
+            fn(module.inputs(args, kwargs))
+        return module.attention.register_forward_pre_hook(pre, with_kwargs=True)
+    return module.register_forward_pre_hook(lambda _m, inp: fn(inp[0]))
+
+
 def check_supported(name: str, module: nn.Module) -> None:
     if isinstance(module, nn.Conv3d):
         raise UsageError(f"obs: {name} is a Conv3d, which obs does not prune (im2col is "
@@ -28,6 +72,8 @@ def check_supported(name: str, module: nn.Module) -> None:
 
 
 def groups_of(module: nn.Module) -> int:
+    if isinstance(module, Projection):
+        return 3 if module.part == "in" else 1
     return module.groups if isinstance(module, (nn.Conv1d, nn.Conv2d)) else 1
 
 
@@ -35,7 +81,7 @@ def weight_matrices(module: nn.Module, tensor: torch.Tensor) -> torch.Tensor:
     """``tensor`` (the weight or its mask, in the weight's shape) as (groups, out/g, columns)."""
     g = groups_of(module)
     if tensor.dim() == 2:
-        return tensor.unsqueeze(0)
+        return tensor.reshape(g, tensor.shape[0] // g, tensor.shape[1])  # packed Q, K, V
     # (out, C/g, *k) → (out, *k, C/g): kernel position major, input channel minor
     t = tensor.movedim(1, -1)
     return t.reshape(g, tensor.shape[0] // g, -1)
@@ -49,8 +95,17 @@ def from_matrices(module: nn.Module, mats: torch.Tensor, shape: torch.Size) -> t
     return mats.reshape(moved).movedim(-1, 1).contiguous()
 
 
-def input_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """The layer input as rows (groups, n, columns), columns matching :func:`weight_matrices`."""
+def input_rows(module: nn.Module, x) -> torch.Tensor:
+    """The layer input as rows (groups, n, columns), columns matching :func:`weight_matrices`
+    (a :class:`Projection`'s input: the tuple :meth:`Projection.inputs` gives, one per group,
+    tokens × batch rows each)."""
+    if isinstance(module, Projection):
+        rows = [t.reshape(-1, t.shape[-1]) for t in x]
+        if len({r.shape for r in rows}) > 1:
+            raise UsageError(f"obs: the {module.part}_proj_weight's query, key and value "
+                             f"inputs differ in length or width ({[tuple(r.shape) for r in rows]}:"
+                             f" cross-attention); leave it out with exclude=")
+        return torch.stack(rows)
     if isinstance(module, nn.Linear):
         return x.reshape(1, -1, x.shape[-1])
     conv1d = isinstance(module, nn.Conv1d)
@@ -81,13 +136,13 @@ def execution_order(model: nn.Module, modules: dict[str, nn.Module], batch: torc
     calls = dict.fromkeys(modules, 0)
 
     def hook(name):
-        def fn(_m, _inp):
+        def fn(_x):
             if calls[name] == 0:
                 order.append(name)
             calls[name] += 1
         return fn
 
-    handles = [m.register_forward_pre_hook(hook(n)) for n, m in modules.items()]
+    handles = [register_input_hook(m, hook(n)) for n, m in modules.items()]
     try:
         with torch.no_grad(), eval_mode(model):
             model(batch)
@@ -128,8 +183,8 @@ def hessian(model: nn.Module, module: nn.Module, data, samples: int, dtype: torc
     acc: list[torch.Tensor] = []
     rows = [0]
 
-    def fn(_m, inp):
-        x = input_rows(module, inp[0].detach()).to(dtype)
+    def fn(inp):
+        x = input_rows(module, inp).detach().to(dtype)
         if not acc:
             acc.append(torch.zeros(x.shape[0], x.shape[2], x.shape[2], dtype=dtype, device=dev))
         acc[0].baddbmm_(x.transpose(1, 2), x)  # Σ x xᵀ
@@ -137,7 +192,7 @@ def hessian(model: nn.Module, module: nn.Module, data, samples: int, dtype: torc
         if stop_early:
             raise _Stop
 
-    handle = module.register_forward_pre_hook(fn)
+    handle = register_input_hook(module, fn)
     images = 0
     try:
         with torch.no_grad(), eval_mode(model):

@@ -62,7 +62,8 @@ class ObsPruner(Pruner):
 
     Needs calibration data (``samples`` training images; the model runs in eval mode).
     Removed weights end exactly 0. Which layers: as ``magnitude`` and ``woodfisher`` —
-    every conv/linear weight unless ``modules``/``exclude``/``skip_first``/``skip_last`` say
+    every conv/linear weight and attention's input projections (Q, K, V groups, each on its own
+    input) unless ``modules``/``exclude``/``skip_first``/``skip_last`` say
     otherwise. ``last_report`` lists per layer the relative reconstruction error
     ‖WX − ŴX‖²/‖WX‖² on the calibration inputs, the input rows n and the seconds.
 
@@ -83,7 +84,8 @@ class ObsPruner(Pruner):
         from weightlab import pruning
 
         p = self.params
-        return pruning.prunable_names(model, p.modules, p.exclude, p.skip_first, p.skip_last)
+        return pruning.prunable_names(model, p.modules, p.exclude, p.skip_first, p.skip_last,
+                                      attention=True)
 
     def _targets(self, sparsity: float) -> tuple[int, int] | None:
         from weightlab import pruning
@@ -101,7 +103,7 @@ class ObsPruner(Pruner):
         from weightlab import pruning
         from weightlab.checkpoint import apply_masks
 
-        from weightlab_obs.layers import batches, check_supported, execution_order
+        from weightlab_obs.layers import Projection, batches, check_supported, execution_order
 
         if data is None:
             raise UsageError("pruner 'obs' needs calibration data: pass --data NAME (and "
@@ -110,7 +112,9 @@ class ObsPruner(Pruner):
         old = pruning.full_masks(model, names, masks)
         apply_masks(model, old)
         modules = dict(model.named_modules())
-        layers = {n: modules[n.removesuffix(".weight")] for n in names}
+        # attention's input projections are bare parameters: their layer is a Projection
+        layers = {n: Projection.of(modules, n) or modules[n.removesuffix(".weight")]
+                  for n in names}
         for n, m in layers.items():
             check_supported(n, m)
         probe = next(batches(data, 1, next(model.parameters()).device,
