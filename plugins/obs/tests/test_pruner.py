@@ -183,3 +183,35 @@ def test_obs_prunes_attention_input_projections_with_their_own_hessians():
         with torch.no_grad():
             errors[name] = float((m(x) - ref).norm() / ref.norm())
     assert errors["obs"] < 0.5 * errors["magnitude"]
+
+
+def test_obs_prunes_the_attention_output_projection_from_the_heads_outputs():
+    """nn.MultiheadAttention never calls its out_proj Linear (it uses the weight
+    functionally), so no hook sees out_proj's input; obs recomputes it, the heads' outputs side
+    by side, from the attention's own call. Restated here by inverting the projection: with
+    y = z W_oᵀ + b the attention's output, z = (y − b) W_o⁻ᵀ (float64, a random W_o is
+    invertible); H = 2ZᵀZ/n matches to 1e-8. A whole ViT (every linear, Q/K/V and out_proj)
+    is then pruned to exactly 50 %, which before failed with "out_proj … never ran"."""
+    from weightlab_obs.layers import Projection
+
+    net = testing.tiny_model("vit_d2_w32_p2_h4", seed=0).double().eval()
+    x = torch.randn(128, 1, 8, 8, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    data = [(x[i:i + 64], torch.zeros(64, dtype=torch.long)) for i in range(0, 128, 64)]
+    attn = net.blocks[1].attn
+    ys = []
+    hook = attn.register_forward_hook(lambda _m, _i, out: ys.append(out[0].detach()))
+    with torch.no_grad():
+        net(x)
+    hook.remove()
+    w, b = attn.out_proj.weight.detach(), attn.out_proj.bias.detach()
+    z = torch.linalg.solve(w, (torch.cat(ys).reshape(-1, 32) - b).T).T  # z W_oᵀ = y − b
+    h, n, _ = hessian(net, Projection.of(dict(net.named_modules()),
+                                         "blocks.1.attn.out_proj.weight"), data, 128,
+                      torch.float64)
+    assert h.shape == (1, 32, 32) and n == 128 * 17
+    assert torch.allclose(h[0], 2 * z.T @ z / n, atol=1e-8)
+    obs = plugins.registry().create("pruners", "obs", {})
+    masks = obs.prune(net, 0.5, masks={}, data=data)
+    assert {"blocks.0.attn.out_proj.weight", "blocks.0.attn.in_proj_weight"} <= set(masks)
+    zeros = sum(int((~k).sum()) for k in masks.values())
+    assert zeros == round(0.5 * sum(k.numel() for k in masks.values()))

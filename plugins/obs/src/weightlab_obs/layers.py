@@ -27,20 +27,29 @@ from weightlab.errors import UsageError
 
 
 class Projection:
-    """The layer OBS prunes for an attention's input projection: ``weight`` the parameter,
-    ``attention`` the module whose forward receives its input(s); ``part`` "in" (packed Q, K,
-    V rows) or "q", "k", "v" (a separate projection)."""
+    """A projection of ``nn.MultiheadAttention`` as the layer OBS prunes: ``weight`` the
+    parameter, ``attention`` the module whose call carries its input; ``part`` "in" (packed Q,
+    K, V rows), "q", "k", "v" (separate projections) or "out" (``out_proj``: a Linear the
+    attention never calls — its weight is used functionally — so its input, the heads' outputs
+    side by side, is recomputed from the attention's call with ``out_proj`` set to the
+    identity)."""
 
     PARTS = {"q": 0, "k": 1, "v": 2}
 
     def __init__(self, attention: nn.MultiheadAttention, part: str):
         self.attention, self.part = attention, part
-        self.weight = getattr(attention, f"{part}_proj_weight")
+        self.weight = attention.out_proj.weight if part == "out" else \
+            getattr(attention, f"{part}_proj_weight")
+        self._inside = False
 
     @classmethod
     def of(cls, modules: dict[str, nn.Module], name: str) -> Projection | None:
-        """The projection a parameter name denotes (``….in_proj_weight`` etc.), else None."""
+        """The projection a parameter name denotes (``….in_proj_weight``,
+        ``….out_proj.weight`` of an attention), else None."""
         owner, _, leaf = name.rpartition(".")
+        if leaf == "weight" and owner.rpartition(".")[2] == "out_proj":
+            parent = modules.get(owner.rpartition(".")[0])
+            return cls(parent, "out") if isinstance(parent, nn.MultiheadAttention) else None
         part = leaf.removesuffix("_proj_weight")
         mod = modules.get(owner)
         if isinstance(mod, nn.MultiheadAttention) and leaf.endswith("_proj_weight") \
@@ -48,11 +57,32 @@ class Projection:
             return cls(mod, part)
         return None
 
-    def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...]:
-        """(query, key, value) for the packed weight, else the one input of this part."""
+    def inputs(self, args: tuple, kwargs: dict) -> tuple[torch.Tensor, ...] | None:
+        """(query, key, value) for the packed weight, the one input of a separate part, the
+        heads' outputs for ``out`` (None inside that recomputation's own call)."""
+        if self.part == "out":
+            return None if self._inside else (self._heads_output(args, kwargs),)
         names = ("query", "key", "value")
         qkv = tuple(args[i] if i < len(args) else kwargs[n] for i, n in enumerate(names))
         return qkv if self.part == "in" else (qkv[self.PARTS[self.part]],)
+
+    @torch.no_grad()
+    def _heads_output(self, args: tuple, kwargs: dict) -> torch.Tensor:
+        """The attention's own call with y = z·Iᵀ + 0 in place of out_proj: y = z, the input
+        out_proj would receive (masks, batch_first and head layout as the call has them)."""
+        out = self.attention.out_proj
+        w, b = out.weight.data, None if out.bias is None else out.bias.data
+        out.weight.data = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+        if b is not None:
+            out.bias.data = torch.zeros_like(b)
+        self._inside = True
+        try:
+            return self.attention(*args, **kwargs)[0]
+        finally:
+            self._inside = False
+            out.weight.data = w
+            if b is not None:
+                out.bias.data = b
 
 
 def register_input_hook(module, fn):
@@ -60,7 +90,8 @@ def register_input_hook(module, fn):
     :class:`Projection` the tuple of its inputs (read from the attention's call)."""
     if isinstance(module, Projection):
         def pre(_m, args, kwargs):
-            fn(module.inputs(args, kwargs))
+            if (x := module.inputs(args, kwargs)) is not None:
+                fn(x)
         return module.attention.register_forward_pre_hook(pre, with_kwargs=True)
     return module.register_forward_pre_hook(lambda _m, inp: fn(inp[0]))
 
