@@ -31,7 +31,7 @@ def main() -> None:
     from weightlab import plugins
     from weightlab.data.bundle import load_data
     from weightlab.graph import trace
-    from weightlab.interpolation import average_states
+    from weightlab.interpolation import average_states, with_state
     from weightlab.matching.activation import activation_matching
     from weightlab.matching.features import collect_feature_stats
     from weightlab.matching.weight import weight_matching, weight_objective
@@ -55,9 +55,8 @@ def main() -> None:
     sa, sb = a.state_dict(), b.state_dict()
 
     def midpoint(state_b: dict) -> float:
-        m = ckpt_io.load_model(args.a)[0]
-        m.load_state_dict(average_states([sa, state_b], [0.5, 0.5]))
-        return 100 * evaluate(m, test)["top1"]
+        return 100 * evaluate(with_state(a, average_states([sa, state_b], [0.5, 0.5])),
+                              test)["top1"]
 
     x = next(iter(test))[0][:256]
     acc = [100 * evaluate(m, test)["top1"] for m in (a, b)]
@@ -67,10 +66,8 @@ def main() -> None:
     for seed in range(args.seeds):
         al = weight_matching(graph, sa, sb, seed=seed)
         pb = al.apply(graph, sb)
-        moved = ckpt_io.load_model(args.b)[0]
-        moved.load_state_dict(pb)
         with torch.no_grad():
-            err = float((moved(x) - b(x)).abs().max())
+            err = float((with_state(b, pb)(x) - b(x)).abs().max())
         perms[f"weight s{seed}"] = al
         print(f"weight matching, seed {seed}: midpoint {midpoint(pb):.1f} %   objective "
               f"{al.info['objective']:.2f} ({al.info['sweeps']} sweeps)   permuted B: max "

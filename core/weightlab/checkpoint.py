@@ -20,7 +20,6 @@ import torch
 from weightlab.atomic import atomic_path, check_writable  # noqa: F401 (re-exported)
 from weightlab.checkpoint_header import (  # noqa: F401 (re-exported: torch-free)
     HEADER_KEY,
-    _directory_message,
     read_header,
 )
 from weightlab.errors import CheckpointError

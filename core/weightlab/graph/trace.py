@@ -790,13 +790,19 @@ class _Builder(fx.Interpreter):
         # a part is read once within a concatenation, where first seen: DenseNet's layer
         # outputs are in every later concatenation of their block (hundreds of reads)
         as_part: set[int] = set()
+
+        def read(i: int, point: str) -> bool:  # False: a part already read elsewhere
+            if "parts:" in point:
+                if i in as_part:
+                    return False
+                as_part.add(i)
+            _add(spaces[i].feature_points, point)
+            return True
+
         for s, node in self.points:  # (channels made of parts: each part's channels)
             for i, point in self.points_of(s, node, roots):
-                if "parts:" in point and i in as_part:
-                    continue
-                as_part.update([i] if "parts:" in point else [])
-                _add(spaces[i].feature_points, point)
-                active.add(i)
+                if read(i, point):
+                    active.add(i)
         for s, name in self.named_points:  # (a rigid space's points read heads × dh
             if self.find(s) in roots:  # channels: matching.features reads them per head)
                 _add(spaces[roots[self.find(s)]].feature_points, name)
@@ -805,9 +811,8 @@ class _Builder(fx.Interpreter):
             if t is None or t.repeat != 1 or t.tiles != 1:
                 continue
             for i, point in self.points_of(s, node, roots):
-                if i not in active and not ("parts:" in point and i in as_part):
-                    as_part.update([i] if "parts:" in point else [])
-                    _add(spaces[i].feature_points, point)
+                if i not in active:
+                    read(i, point)
         layers, seen = [], set()
         for layer, s_in, s_out in self.layers:
             if layer.name not in seen:

@@ -250,16 +250,9 @@ def c2m3(graph: Any, states: Sequence[dict[str, torch.Tensor]], *, init: str = "
         for sid, p in m.items():
             al.perms[sid] = solve_assignment(p, f"c2m3 projection, space {sid}")
         als.append(al)
-    proj = [{key: _apply_perms(ts, key, states[k], al) for key in ts.factors}
-            for k, al in enumerate(als)]
+    proj = [{key: t.to("cpu", torch.float64) for key, t in al.apply(graph, states[k]).items()
+             if key in ts.factors} for k, al in enumerate(als)]
     return als, {"iterations": it, "stop": stop, "fw_gap": gap, "objective_start": f_start,
                  "objective_relaxed": _objective([ts.universe(k) for k in range(n)]),
                  "objective": _objective(proj)}
 
-
-def _apply_perms(ts: _Tensors, key: str, state: dict[str, torch.Tensor], al: Alignment
-                 ) -> torch.Tensor:
-    t = state[key].to("cpu", torch.float64)
-    for sid, e in ts.factors[key]:
-        t = permute_axis(t, e.axis, al.perms[sid], e.repeat, e.offset)
-    return t

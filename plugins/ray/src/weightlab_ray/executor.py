@@ -26,14 +26,6 @@ class RayParams:
     namespace: str = param("weightlab", "Ray namespace of this driver")
 
 
-def _warm() -> int:
-    """In a Ray worker: the imports every step pays first (weightlab.executors.step.warm),
-    done once per worker process; Ray reuses the process for the driver's later tasks."""
-    from weightlab.executors.step import warm
-
-    return warm()
-
-
 def _run(spec: dict[str, Any], run_dir: str) -> dict[str, Any]:
     """In the Ray worker: a GPU task sees only its assigned GPUs (Ray sets
     CUDA_VISIBLE_DEVICES), so its device is plain ``cuda``."""
@@ -81,7 +73,10 @@ class RayExecutor(Executor):
             import ray
 
             slots = int(ray.available_resources().get("CPU", 1) // max(self.params.cpus, 1e-3))
-            warm = ray.remote(_warm).options(num_cpus=self.params.cpus, max_retries=0)
+            from weightlab.executors.step import warm as warm_fn
+
+            # the imports every step pays first, once per worker process (Ray reuses it)
+            warm = ray.remote(warm_fn).options(num_cpus=self.params.cpus, max_retries=0)
             for _ in range(max(1, min(slots, 8))):
                 warm.remote()  # not awaited: the steps queue behind them on the same workers
         except Exception:  # noqa: BLE001 - submit() connects again and reports the error
