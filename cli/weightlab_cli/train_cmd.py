@@ -33,6 +33,8 @@ def train(
                                                        "<data>-s<seed>)"),
     pair: bool = typer.Option(False, "--pair", help="train two models (seeds s, s+1)"),
     models: int = typer.Option(None, "--models", min=1, help="train K models side by side"),
+    seeds: str = typer.Option(None, "--seeds", help="one model per seed, e.g. 0,5,9 (instead of "
+                              "--seed with --models or --pair)"),
     same_init: bool = typer.Option(None, "--same-init/--diff-init",
                                    help="all models start from one init (default: different)"),
     epochs: int = typer.Option(None, "--epochs", help="training epochs"),
@@ -75,6 +77,12 @@ def train(
     wandb_mode: str = typer.Option("disabled", "--wandb-mode", help="online|offline|disabled"),
     force: bool = FORCE_OPT,
     download: bool = typer.Option(False, "--download", help="fetch the dataset if missing"),
+    executor: str = typer.Option(None, "--executor", help="train each model as its own step on "
+                                 "this executor (local, ray, slurm …: weightlab list "
+                                 "executors); default: side by side in this process"),
+    executor_param: list[str] = typer.Option(None, "--executor-param", help="executor "
+                                             "parameter key=value (address=HOST:PORT, "
+                                             "workers=2, partition=gpu …)"),
     json_out: bool = JSON_OPT,
 ):
     """Train one model, a pair, or K models; checkpoints and metrics.jsonl go to the run
@@ -87,7 +95,8 @@ def train(
 
     main = int(os.environ.get("RANK", "0")) == 0
     res = run(model, recipe=recipe, data=data, data_dir=data_dir, out=out, pair=pair,
-              models=models, same_init=same_init, epochs=epochs, batch_size=batch_size, lr=lr,
+              models=models, seeds=seeds, same_init=same_init, epochs=epochs,
+              batch_size=batch_size, lr=lr,
               schedule=schedule, seed=seed, save_epochs=save_epochs, train_param=train_param,
               model_param=model_param, data_param=data_param, heldout=heldout,
               lmc_freq=lmc_freq,
@@ -95,7 +104,8 @@ def train(
               lmc_param=lmc_param, batched=batched, compile_=compile_, cuda_graphs=cuda_graphs,
               amp=amp, channels_last=channels_last, device=device, resume=resume,
               resume_every=resume_every, wandb_mode=wandb_mode, force=force,
-              download=download, log=info)
+              download=download, executor=executor, executor_param=executor_param,
+              log=info)
     if main:
         _report(res.to_json(), json_out)
 

@@ -143,22 +143,21 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             ready = [s for s in order if s not in started
                      and all(d in results for d in deps.get(s, ()))]
             batch = []
-            deferred = False
+            deferred: str | None = None
+            finished_now = False  # a step found finished: what waited on it may go now
             for sid in ready:
                 started.add(sid)
                 prepared = prepare(dict(by_id[sid]), results) if prepare else by_id[sid]
                 if prepared is None:
-                    if not running and not batch:
-                        raise UsageError(f"step {sid!r} was deferred with nothing running to "
-                                         f"wait for")
                     started.discard(sid)  # asked again when a running step finishes
-                    deferred = True
+                    deferred = sid
                     continue
                 spec = check_spec(prepared)
                 record = read_result(spec, run_dir)
                 if record is not None:
                     log(f"{sid}: finished earlier, not redone")
                     finish(sid, record)
+                    finished_now = True
                     continue
                 if (m := stale_marker(spec, run_dir)) is not None:
                     log(f"{sid}: an earlier worker (pid {m.get('pid')} on {m.get('host')}) "
@@ -167,7 +166,10 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             if batch:
                 submit(batch)
             if not running:
-                if ready and not deferred:  # all had finished earlier: look for the next
+                if deferred and not finished_now:
+                    raise UsageError(f"step {deferred!r} was deferred with nothing running to "
+                                     f"wait for")
+                if ready:  # some finished earlier (or a deferred one may go now): look again
                     continue
                 break  # everything ran, or what is left depends on a failed step
             done, _ = wait(list(running), return_when=FIRST_COMPLETED)

@@ -50,6 +50,12 @@ class Operation:
     func: Callable[..., Any]
     out: str | None = None          # "file", "dir", or "dir_with:<option>" (a dir when set)
     provider: str = "builtin"
+    # a call made of independent member calls (train: one per model): ``members(options,
+    # prefix)`` gives their step specs (none when the call stays whole) and ``gather``
+    # ("module:function", called with options=…) the call's JSON result once they finished; a
+    # recipe on an executor runs the members as steps of its graph (weightlab.executors)
+    members: Callable[..., list[dict[str, Any]]] | None = None
+    gather: str | None = None
 
     @property
     def summary(self) -> str:
@@ -80,11 +86,15 @@ class Operation:
         return self.func(*args, **kwargs)
 
 
-def operation(name: str, *, out: str | None = None) -> Callable[[Callable], Callable]:
-    """Declare ``func`` as the operation ``name``; ``out`` says what its ``out`` option is."""
+def operation(name: str, *, out: str | None = None,
+              members: Callable[..., list[dict[str, Any]]] | None = None,
+              gather: str | None = None) -> Callable[[Callable], Callable]:
+    """Declare ``func`` as the operation ``name``; ``out`` says what its ``out`` option is;
+    ``members``/``gather``: how one call splits into independent steps (see Operation)."""
 
     def wrap(func: Callable) -> Callable:
-        func.__weightlab_operation__ = Operation(name, func, out)  # type: ignore[attr-defined]
+        func.__weightlab_operation__ = Operation(  # type: ignore[attr-defined]
+            name, func, out, members=members, gather=gather)
         return func
 
     return wrap

@@ -9,11 +9,13 @@ from typing import Annotated, Any
 from weightlab.errors import UsageError
 from weightlab.ops.registry import Opt, operation
 from weightlab.ops.results import TrainResult
+from weightlab.training import fanout
 
 Params = dict[str, Any] | list[str] | None
 
 
-@operation("train", out="dir")
+@operation("train", out="dir", members=fanout.member_specs,
+           gather="weightlab.training.fanout:gathered")
 def train(
     model: Annotated[str | None, Opt("model name, e.g. cifar_resnet20, mlp (or the recipe's)")
                      ] = None,
@@ -26,6 +28,8 @@ def train(
                    ] = None,
     pair: Annotated[bool, Opt("train two models (seeds s, s+1)")] = False,
     models: Annotated[int | None, Opt("train K models side by side", min=1)] = None,
+    seeds: Annotated[str | list[int] | None, Opt("one model per seed, e.g. 0,5,9 (instead "
+                                                 "of seed with models or pair)")] = None,
     same_init: Annotated[bool | None, Opt("all models start from one init")] = None,
     epochs: Annotated[int | None, Opt("training epochs", min=1)] = None,
     batch_size: Annotated[int | None, Opt("images per step", min=1)] = None,
@@ -56,10 +60,21 @@ def train(
     wandb_mode: Annotated[str, Opt("online|offline|disabled")] = "disabled",
     force: Annotated[bool, Opt("retrain over existing models", runner=True)] = False,
     download: Annotated[bool, Opt("fetch the dataset if missing")] = False,
+    member: Annotated[int | None, Opt("train only model K of the run (its seed, init and "
+                                      "file as in the whole run): one fanned-out step",
+                                      min=1)] = None,
+    executor: Annotated[Any, Opt("train the models as independent steps on this executor "
+                                 "(local, ray, slurm, …); default: side by side here")] = None,
+    executor_param: Annotated[Params, Opt("executor parameters")] = None,
     log: Any = None,
 ) -> TrainResult:
     """Train one model, a pair, or K models; checkpoints and metrics.jsonl go to the run
-    directory. ``log`` (a callable taking one line) receives what the run says it does."""
+    directory. ``log`` (a callable taking one line) receives what the run says it does.
+
+    With ``executor`` each model is its own step (``member=k``, :mod:`weightlab.training.
+    fanout`): the same checkpoints (bit for bit at equal thread counts, for models that draw
+    no random numbers while training), trained side by side on the executor's workers."""
+    call = {k: v for k, v in locals().items()}  # the options as given: the members' options
     from weightlab import device as devmod
     from weightlab import plugins
     from weightlab.data.bundle import load_data
@@ -102,7 +117,18 @@ def train(
         if v is not None:
             lmc_values[k] = v
     lmc = build_params(LMCConfig, lmc_values, prefix="lmc.") if lmc_values else None
-    k_models = models or (2 if pair else rec.models or 1)
+    seed_list = fanout.parse_seeds(seeds)
+    k_models = fanout.model_count({"seeds": seed_list, "models": models, "pair": pair,
+                                   "recipe": recipe})
+    if seed_list is not None:
+        values["seed"] = seed_list[0]
+        cfg = build_params(TrainConfig, values, prefix="train.")
+    if member is not None and member > k_models:
+        raise UsageError(f"member={member}: the run trains {k_models} model(s); expected "
+                         f"1 … {k_models}")
+    if lmc is not None and (member is not None or executor is not None):
+        raise UsageError("lmc_freq measures models 1 and 2 while they train side by side: "
+                         "it cannot fan out (drop executor/member)")
     if lmc is not None and k_models < 2:
         raise UsageError("lmc_freq measures between models 1 and 2: train a pair or K models")
     model_params = {**rec.model_params, **param_dict(model_param)}
@@ -115,25 +141,70 @@ def train(
                        heldout=heldout if heldout is not None else rec.heldout or 0)
     default_name = f"{rec.name}-s{cfg.seed}" if rec.name else f"{model}-{data}-s{cfg.seed}"
     run_dir = Path(out) if out else Path("runs") / default_name
-    finals = [run_dir / f"model_{k + 1}.safetensors" for k in range(k_models)]
+    mine = [member] if member is not None else range(1, k_models + 1)
+    finals = [run_dir / f"model_{k}.safetensors" for k in mine]
     if not resume and not force and any(f.exists() for f in finals):
         raise UsageError(f"{run_dir} already holds trained models; pass force=True to retrain "
                          f"or resume=True to continue")
-    if resume and not (run_dir / "resume.pt").is_file() and main:
+    if executor is not None:
+        return _fan_out(call, run_dir, k_models, executor, executor_param, say)
+    state_dir = run_dir / f"member-{member}" if member is not None else run_dir
+    if resume and not (state_dir / "resume.pt").is_file() and main and member is None:
         say(f"no resume state in {run_dir}; starting from scratch")
     same = same_init if same_init is not None else bool(rec.same_init)
-    job = TrainJob(model, model_params, bundle, cfg, run_dir, num_models=k_models,
+    job = TrainJob(model, model_params, bundle, cfg, run_dir,
+                   num_models=1 if member is not None else k_models,
                    same_init=same, device=dev, wandb_mode=wandb_mode, speed=speed, lmc=lmc,
-                   resume_every=resume_every)
+                   resume_every=resume_every, seed_list=seed_list,
+                   first=member - 1 if member is not None else 0, state_dir=state_dir)
     if main:
         world = int(os.environ.get("WORLD_SIZE", "1"))
         where = f"{world} processes" if world > 1 else dev
-        say(f"training {k_models} × {model} on {bundle.name} ({len(bundle.train_idx)} images) "
+        which = f"model {member} of {k_models}" if member is not None else f"{k_models} ×"
+        say(f"training {which} {model} on {bundle.name} ({len(bundle.train_idx)} images) "
             f"for {cfg.epochs} epochs on {where} → {run_dir}")
     ckpts = run_train(job, resume=resume, force=force)
     rows = [{"model": str(c.path), "test_top1": c.metrics.get("test", {}).get("top1"),
              "test_loss": c.metrics.get("test", {}).get("loss")} for c in ckpts]
-    lmc_rows = [summary_row(r) for r in read_jsonl(run_dir / "metrics.jsonl") if "lmc" in r] \
-        if main and (run_dir / "metrics.jsonl").exists() else []
+    log_path = job.work_dir / "metrics.jsonl"
+    lmc_rows = [summary_row(r) for r in read_jsonl(log_path) if "lmc" in r] \
+        if main and log_path.exists() else []
     return TrainResult({"models": rows, "lmc": lmc_rows} if lmc_rows else rows,
                        checkpoints=ckpts, run_dir=run_dir)
+
+
+def _fan_out(call: dict[str, Any], run_dir: Path, count: int, executor: Any,
+             executor_param: Params, say: Any) -> TrainResult:
+    """The run's models as one step each (``member=k``) through ``executor``, then the
+    K-model result from their files. A rerun redoes only the members that did not finish."""
+    import shutil
+
+    from weightlab import checkpoint as ckpt_io
+    from weightlab.executors import run_graph
+    from weightlab.ops.common import component
+
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise UsageError("executor: under torchrun every process trains the same models "
+                         "data-parallel; fan out without torchrun")
+    options = {**call, "out": str(run_dir.resolve()), "models": count, "pair": False}
+    for key in ("data_dir",):  # a remote worker's working directory is not ours
+        if options.get(key):
+            options[key] = str(Path(options[key]).resolve())
+    options = {k: str(v) if isinstance(v, Path) else v for k, v in options.items()}
+    if options.get("recipe") and Path(options["recipe"]).is_file():
+        options["recipe"] = str(Path(options["recipe"]).resolve())
+    if options.get("force"):  # retrain: the members' records and states go first
+        for k in range(1, count + 1):
+            (run_dir / fanout.STEP_DIR / f"model_{k}.json").unlink(missing_ok=True)
+            shutil.rmtree(run_dir / f"member-{k}", ignore_errors=True)
+    specs = fanout.member_specs(options, minimum=1)
+    ex = component("executors", executor, executor_param)
+    say(f"training {count} × {call.get('model') or call.get('recipe')} as {len(specs)} "
+        f"step(s) on the {ex.name} executor → {run_dir}")
+    try:
+        run_graph(specs, {}, ex, run_dir, log=say)
+    finally:
+        ex.close()
+    rows = fanout.gather(run_dir, count)
+    ckpts = [ckpt_io.load(r["model"]) for r in rows]
+    return TrainResult(rows, checkpoints=ckpts, run_dir=run_dir)

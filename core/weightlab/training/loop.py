@@ -63,9 +63,28 @@ class TrainJob:
     lmc: LMCConfig | None = None  # measure LMC between models 1 and 2 while training
     lmc_params: dict[str, dict] = field(default_factory=dict)  # matcher/normalizer params
     resume_every: int = 0  # also write the resume state every N iterations (0: epoch ends)
+    # the job may train a slice of a larger run (one fanned-out member, weightlab.training.
+    # fanout): its models are the run's models first+1 … first+num_models, with the run's seeds
+    # (``seed_list``, default cfg.seed + index), names and init; ``state_dir`` keeps its
+    # metrics.jsonl and resume state apart from the other members' (default: run_dir)
+    seed_list: list[int] | None = None
+    first: int = 0
+    init_seed: int | None = None  # with same_init (default: the run's first seed)
+    state_dir: Path | None = None
 
     def seeds(self) -> list[int]:
-        return [self.cfg.seed + k for k in range(self.num_models)]
+        """The seeds of this job's models (model k: the run's seed list at first + k)."""
+        if self.seed_list is not None:
+            return list(self.seed_list[self.first:self.first + self.num_models])
+        return [self.cfg.seed + self.first + k for k in range(self.num_models)]
+
+    def index(self, k: int) -> int:
+        """The run's 1-based number of this job's model k (its file ``model_<index>``)."""
+        return self.first + k + 1
+
+    @property
+    def work_dir(self) -> Path:
+        return Path(self.state_dir) if self.state_dir is not None else Path(self.run_dir)
 
 
 def build_models(job: TrainJob, registry=None, device: str | None = None
@@ -76,11 +95,13 @@ def build_models(job: TrainJob, registry=None, device: str | None = None
     reg = registry or plugins.registry()
     comp = reg.create("models", job.model_name, job.model_params)
     nets = []
+    first_seed = job.seed_list[0] if job.seed_list else job.cfg.seed
     for k, seed in enumerate(job.seeds()):
-        torch.manual_seed(job.seeds()[0] if job.same_init else seed)
+        torch.manual_seed((first_seed if job.init_seed is None else job.init_seed)
+                          if job.same_init else seed)
         net = comp.build(job.data.input_shape, job.data.num_classes)
         if job.init_states is not None:
-            net.load_state_dict(job.init_states[k % len(job.init_states)])
+            net.load_state_dict(job.init_states[(job.first + k) % len(job.init_states)])
         ckpt_io.apply_masks(net, job.masks)
         nets.append(net.to(device or job.device))
     return nets
@@ -144,6 +165,7 @@ class _Run:
         job, cfg, data, dist = self.job, self.job.cfg, self.data, self.dist
         if self.main:
             job.run_dir.mkdir(parents=True, exist_ok=True)
+            job.work_dir.mkdir(parents=True, exist_ok=True)
         nets = build_models(job, self.registry, str(self.device))
         engine = engines.create(nets, cfg, job.speed, self.device, dist, job.masks,
                                 data.input_shape)
@@ -158,8 +180,8 @@ class _Run:
         n_train, steps = loaders[0].num_samples, len(loaders[0])
         total = cfg.epochs * steps
         start_epoch, it, start_batch = 0, 0, 0
-        resume_path = job.run_dir / RESUME_FILE
-        metrics_path = job.run_dir / "metrics.jsonl"
+        resume_path = job.work_dir / RESUME_FILE
+        metrics_path = job.work_dir / "metrics.jsonl"
         if resume and resume_path.is_file():
             start_epoch, it, start_batch = _load_resume(resume_path, engine, self.device,
                                                         self.main)
@@ -231,7 +253,7 @@ class _Run:
                 extra = on_epoch(ep, nets) if on_epoch else None
                 if self.main:
                     for k, net in enumerate(nets):
-                        rec = {"epoch": ep, "iter": it, "model": k + 1, "lr": lr,
+                        rec = {"epoch": ep, "iter": it, "model": job.index(k), "lr": lr,
                                "train_loss": float(s[k, 0] / s[k, 2]),
                                "train_top1": float(s[k, 1] / s[k, 2]),
                                "epoch_seconds": seconds, "engine": engine.name}
@@ -350,7 +372,7 @@ def _save_ckpt(job: TrainJob, info, net, k: int, metrics: dict, epoch: int | Non
     from weightlab import __version__
 
     suffix = f"_{epoch}" if epoch is not None else ""
-    path = job.run_dir / f"{job.name_prefix}_{k + 1}{suffix}.safetensors"
+    path = job.run_dir / f"{job.name_prefix}_{job.index(k)}{suffix}.safetensors"
     c = ckpt_io.from_model(net, info, masks={kk: v.cpu() for kk, v in job.masks.items()},
                            data=job.data.describe(), train=to_dict(job.cfg), metrics=metrics,
                            provenance={"weightlab": __version__, "seed": job.seeds()[k],
