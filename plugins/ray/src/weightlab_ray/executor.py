@@ -101,6 +101,8 @@ class RayExecutor(Executor):
 
     def submit(self, spec: dict[str, Any], run_dir: str) -> Future:
         check_spec(spec)
+        if self._starting is not None:  # the warm-up tasks queue first, on every slot
+            self._starting.join()
         res = spec.get("resources") or {}
         task = self._connect().options(num_cpus=res.get("cpus", self.params.cpus),
                                        num_gpus=res.get("gpus", self.params.gpus),
