@@ -39,8 +39,14 @@ def pfm(
                                             help="training images for the matcher and the "
                                             "normalizer"),
     out: Path = typer.Option(None, "--out", "-o", help="with --k: write the partially merged "
-                             "model (a checkpoint 'weightlab evaluate' can load)"),
+                             "model (a checkpoint 'weightlab evaluate' can load); with "
+                             "--executor: the run directory (step records in OUT/steps/)"),
     plot: Path = typer.Option(None, "--plot", help="PNG of accuracy against k and FLOPs"),
+    executor: str = typer.Option(None, "--executor", help="with --sweep: one step per k on "
+                                 "local, ray, slurm … each recomputing the alignment (default: "
+                                 "in this process, one alignment for all k)"),
+    executor_param: list[str] = typer.Option(None, "--executor-param", help="executor "
+                                             "parameter key=value"),
     device: str = DEVICE_OPT, force: bool = FORCE_OPT, json_out: bool = JSON_OPT,
 ):
     """Preserve-first merging: keep the first k conv/linear layers of both models, average
@@ -56,7 +62,8 @@ def pfm(
         res = run(model_a, model_b, matcher=matcher, matcher_param=matcher_param,
                   normalizer=normalizer, normalizer_param=normalizer_param, sweep=sweep, k=k,
                   data=data, data_dir=data_dir, calibration_samples=calibration_samples,
-                  out=out, plot=plot, device=device, force=force,
+                  out=out, plot=plot, device=device, force=force, executor=executor,
+                  executor_param=executor_param, log=info,
                   on_step=lambda _k: bar.advance()).to_json()
     finally:
         bar.stop()
@@ -74,7 +81,7 @@ def pfm(
     table("references", ["model", "loss", "top-1", "params", "FLOPs"],
           [[r["model"], r["loss"], pct(r["top1"]), fmt(r["params"]), fmt(r["flops"])]
            for r in res["references"]])
-    for path in (out, plot):
+    for path in (out if not executor else None, plot):
         if path is not None:
             info(f"wrote {path}")
 

@@ -40,16 +40,30 @@ def pfm(
     data_dir: Annotated[Path | None, Opt("dataset root")] = None,
     calibration_samples: Annotated[int, Opt("training images for the matcher and the "
                                             "normalizer", min=1)] = 4096,
-    out: Annotated[Path | None, Opt("with k: write the partially merged model")] = None,
+    out: Annotated[Path | None, Opt("with k: write the partially merged model; with executor: "
+                                    "the run directory (step records in OUT/steps/)")] = None,
     plot: Annotated[Path | None, Opt("PNG of accuracy against k and FLOPs")] = None,
     device: Annotated[str | None, Opt("cpu, cuda, cuda:1 …")] = None,
     force: Annotated[bool, Opt("overwrite existing outputs", runner=True)] = False,
+    executor: Annotated[Any, Opt("run the sweep's k as independent steps on this executor "
+                                 "(local, ray, slurm, …), each recomputing the alignment; "
+                                 "default: in this process, one alignment for all k")] = None,
+    executor_param: Annotated[Params, Opt("executor parameters")] = None,
+    log: Any = None,
     on_step: Any = None,
+    _references: bool = True,
 ) -> Result:
     """Preserve-first merging: keep the first k conv/linear layers of both models, average
     their aligned features at the merge point, run the merged remainder. For each k: test
     loss and accuracy (after the normalizer), parameters and FLOPs relative to one model
-    (preserved layers count twice), next to both models and their logit ensemble."""
+    (preserved layers count twice), next to both models and their logit ensemble.
+
+    With ``executor`` the sweep runs as one step per k (``weightlab_zipit.pfm_fanout``), step
+    records under ``out``/steps/: each step is this operation with ``k=k`` and recomputes the
+    alignment (deterministic: the same rows as in process; worth it when the steps run on
+    separate GPUs or nodes); the references are computed once, by the k = 0 step; a rerun
+    redoes only unfinished steps. ``on_step(k)`` is called after each k (progress).
+    ``_references=False`` (for the fan-out's other steps) leaves the references out."""
     from weightlab import checkpoint as ckpt_io
 
     from weightlab_zipit import partial
@@ -57,9 +71,15 @@ def pfm(
 
     if sweep and k is not None:
         raise UsageError("sweep and k exclude each other: sweep k = 0 … L−1, or give one k")
-    if out is not None and k is None:
+    if executor is not None:
+        if k is not None:
+            raise UsageError("executor runs a sweep's k as steps: use it without k=K")
+        if out is None:
+            raise UsageError("executor: a fanned-out sweep writes its step records; give "
+                             "out=DIR")
+    elif out is not None and k is None:
         raise UsageError("out writes one partially merged model: use it with k=K")
-    for path in (out, plot):
+    for path in (out if executor is None else None, plot):
         check_writable(path, force)
     loaded = load_checkpoints([model_a, model_b], device)
     m = component("matchers", matcher, matcher_param)
@@ -74,6 +94,17 @@ def pfm(
     if k is not None and k > n_layers:
         raise UsageError(f"k={k}: the model has {n_layers} conv/linear layers; expected "
                          f"0 … {n_layers}")
+    if executor is not None:
+        res = _fan_out(loaded.paths, n_layers, out, executor, executor_param, matcher=m,
+                       normalizer=n, data=data, data_dir=data_dir,
+                       calibration_samples=calibration_samples, device=device, log=log,
+                       on_step=on_step)
+        res.update({"models": loaded.paths, "input_shape": shape, "matcher": describe(m),
+                    "normalizer": describe(n), "calibration_samples": calibration_samples,
+                    "layers": n_layers})
+        if plot is not None:
+            _plot(plot, res)
+        return Result(res)
     alignment = m.match(graph, loaded.models[0], loaded.models[1], calib) \
         if m is not None and m.needs_graph else None
     ks = [k] if k is not None else list(range(n_layers))
@@ -87,7 +118,7 @@ def pfm(
             kept["net"] = net
 
     res = pfm_mod.sweep(loaded.models, graph, alignment, shape, test, ks, normalizer=n,
-                        calibration=calib, on_step=step)
+                        calibration=calib, on_step=step, references=_references)
     res.update({"models": loaded.paths, "input_shape": shape, "matcher": describe(m),
                 "normalizer": describe(n), "calibration_samples": calibration_samples,
                 "layers": n_layers})
@@ -104,6 +135,25 @@ def pfm(
     if plot is not None:
         _plot(plot, res)
     return Result(res)
+
+
+def _fan_out(paths: list[str], n_layers: int, out: Path, executor: Any, executor_param: Params,
+             *, matcher: Any, normalizer: Any, data_dir: Any, **kwargs: Any) -> dict[str, Any]:
+    """The sweep k = 0 … L−1 as one step per k through ``executor`` (each step is this
+    operation with ``k=k``; the alignment is computed once per step)."""
+    from weightlab_zipit import pfm_fanout
+
+    ex = component("executors", executor, executor_param)
+    try:
+        return pfm_fanout.sweep(
+            paths, range(n_layers), Path(out), ex,
+            matcher=matcher.name if matcher else None,
+            matcher_params=matcher.params_dict() if matcher else None,
+            normalizer=normalizer.name if normalizer else None,
+            normalizer_params=normalizer.params_dict() if normalizer else None,
+            data_dir=str(Path(data_dir).resolve()) if data_dir else None, **kwargs)
+    finally:
+        ex.close()
 
 
 def _plot(path: Path, res: dict) -> None:

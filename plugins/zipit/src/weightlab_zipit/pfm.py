@@ -50,18 +50,20 @@ def cost(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
 def sweep(models: Sequence[nn.Module], graph: FeatureGraph, alignment: Alignment | None,
           input_shape: Sequence[int], test: Any, ks: Sequence[int], *, normalizer: Any = None,
           calibration: Any = None,
-          on_step: Callable[[int, nn.Module], None] | None = None
+          on_step: Callable[[int, nn.Module], None] | None = None, references: bool = True
           ) -> dict[str, Any]:
     """Rows for each k in ``ks`` (loss, top-1, params, FLOPs, extra over one model) and the
-    references: both base models and their logit ensemble (k = L, no normalizer).
-    ``on_step(k, model)`` sees each evaluated partially merged model."""
+    references: both base models and their logit ensemble (k = L, no normalizer; an empty
+    list unless ``references``). ``on_step(k, model)`` sees each evaluated partially merged
+    model."""
     joint = joint_form(alignment, graph)
     n_layers = len(graph.layers)
     base = cost(models[0], input_shape)
-    references = []
-    for label, net in (("model A", models[0]), ("model B", models[1]),
-                       ("ensemble", build_partial(models, graph, joint, n_layers, input_shape))):
-        references.append({"model": label, **_metrics(net, test), **cost(net, input_shape)})
+    nets = [] if not references else [
+        ("model A", models[0]), ("model B", models[1]),
+        ("ensemble", build_partial(models, graph, joint, n_layers, input_shape))]
+    ref_rows = [{"model": label, **_metrics(net, test), **cost(net, input_shape)}
+                for label, net in nets]
     rows = []
     for k in ks:
         net = partial_with_normalizer(models, graph, joint, k, input_shape, normalizer,
@@ -76,7 +78,7 @@ def sweep(models: Sequence[nn.Module], graph: FeatureGraph, alignment: Alignment
         if on_step is not None:
             on_step(k, net)
     return {"layers": n_layers, "layer_names": [layer.name for layer in graph.layers],
-            "base_cost": base, "references": references, "rows": rows}
+            "base_cost": base, "references": ref_rows, "rows": rows}
 
 
 def _metrics(net: nn.Module, loader: Any) -> dict[str, float]:
