@@ -18,7 +18,7 @@ from typing import Any
 
 from weightlab.errors import UsageError, WeightlabError
 from weightlab.executors.spec import StepFailed, WorkerLost, check_spec, read_result
-from weightlab.executors.step import stale_marker, stored_error
+from weightlab.executors.step import run_step, stale_marker, stored_error
 
 
 class GraphFailed(WeightlabError):
@@ -123,9 +123,19 @@ def run_graph(specs: Sequence[dict[str, Any]], deps: Mapping[str, Sequence[str]]
             on_done(sid, record)
 
     def submit(batch: list[dict]) -> None:
-        for spec, fut in zip(batch, executor.submit_many(batch, str(run_dir)), strict=True):
+        out = [s for s in batch if not s.get("here")]
+        for spec, fut in zip(out, executor.submit_many(out, str(run_dir)), strict=True):
             attempts[spec["id"]] = attempts.get(spec["id"], 0) + 1
             running[fut] = spec
+        for spec in batch:  # bookkeeping steps: here, while the others run
+            if spec.get("here"):
+                attempts[spec["id"]] = attempts.get(spec["id"], 0) + 1
+                fut = Future()
+                try:
+                    fut.set_result(run_step(spec, run_dir))
+                except Exception as e:  # noqa: BLE001 - classified like a worker's error
+                    fut.set_exception(e)
+                running[fut] = spec
 
     def retry_or_fail(spec: dict, err: Exception) -> None:
         sid = spec["id"]

@@ -6,8 +6,10 @@ process, a local process, a Ray task, a SLURM job) can run it and write the same
      "kwargs": {...},                          JSON values only; relative paths are the callee's
      "out": "steps/train_a.json",              result file, relative to the run directory
      "resources": {"cpus": 1, "gpus": 0},      optional: what one run of the step needs
-     "device_kwarg": "device"}                 optional: the kwarg that receives the device the
+     "device_kwarg": "device",                 optional: the kwarg that receives the device the
                                                executor assigned (local --devices, Ray/SLURM GPUs)
+     "here": true}                             optional: bookkeeping (reads a few files, no
+                                               torch): run in the calling process, not sent out
 
 Beside the result the worker keeps two small files: ``OUT.running`` while the step runs (host,
 pid, start time, attempt) and ``OUT.error.json`` when the step raised. A result counts as done
@@ -27,9 +29,9 @@ from weightlab.errors import UsageError, WeightlabError
 
 ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.\-/]*")
 CALL = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_]\w*")
-FIELDS = {"id", "call", "kwargs", "out", "resources", "device_kwarg"}
+FIELDS = {"id", "call", "kwargs", "out", "resources", "device_kwarg", "here"}
 # fields that say where or how a step runs, not what it computes: not part of its hash
-_PLACEMENT = ("resources", "device_kwarg")
+_PLACEMENT = ("resources", "device_kwarg", "here")
 
 
 class StepFailed(WeightlabError):
@@ -73,6 +75,8 @@ def check_spec(spec: Any) -> dict[str, Any]:
     out = spec.get("out")
     if not isinstance(out, str) or not out or Path(out).is_absolute() or ".." in Path(out).parts:
         raise UsageError(f"step {sid!r}: out={out!r} must be a path inside the run directory")
+    if not isinstance(spec.get("here", False), bool):
+        raise UsageError(f"step {sid!r}: here={spec['here']!r}: expected true or false")
     for key, value in (spec.get("resources") or {}).items():
         if key not in ("cpus", "gpus") or not isinstance(value, int | float) or value < 0:
             raise UsageError(f"step {sid!r}: resources.{key}={value!r}: expected cpus or gpus "

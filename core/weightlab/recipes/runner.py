@@ -283,7 +283,8 @@ class Runner:
             """A step that returns the kept result (nothing to compute)."""
             return {**spec, "call": "weightlab.recipes.runner:kept",
                     "kwargs": {"result_file": str(rec.get("result_file", ""))},
-                    "out": f"{spec['out'].rsplit('.', 1)[0]}-kept-{rec['hash']}.json"}
+                    "out": f"{spec['out'].rsplit('.', 1)[0]}-kept-{rec['hash']}.json",
+                    "here": True}
 
         def begin(step: Step) -> tuple[str, Any] | None:
             """Reuse the step, or start it (once); None while a twin computes it."""
@@ -319,7 +320,7 @@ class Runner:
                 return {**spec, **member}
             if any(m == sid for m in parent_of.values()):  # members done: the result
                 return {**spec, "call": cmd.operation.gather, "kwargs": {"options": what},
-                        "out": f"{sid}/gather-{plans[step.name][3]}.json"}
+                        "out": f"{sid}/gather-{plans[step.name][3]}.json", "here": True}
             return {**spec, "kwargs": {"op": step.do, "options": what},
                     "out": f"{sid}/step-{plans[step.name][3]}.json",
                     **({"device_kwarg": "device"} if placed else {})}
@@ -336,6 +337,13 @@ class Runner:
                 rec = self.finish(step, plans[step.name], record["result"], seconds)
                 self.records[step.name] = {**rec, "label": step.label}
 
+        if any(rep.plot for rep in self.recipe.reports):  # the report's import, while we wait
+            import threading
+
+            from weightlab import plotting
+
+            threading.Thread(target=plotting.preload, daemon=True,
+                             name="weightlab-preload").start()
         try:
             run_graph(specs, deps, executor, self.run_dir.resolve(), prepare=prepare,
                       on_done=on_done, log=self.echo)
