@@ -212,8 +212,9 @@ row = ["${each.name}", "${each.result.evaluation.-1.top1}"]
 
 def test_a_recipe_on_ray_gives_the_report_of_the_run_here(ray_address, tmp_path):
     """Two independent train → merge chains (digits MLPs, 2 epochs): run on the Ray head
-    (references resolved as their steps finish) the report and every checkpoint's tensors
-    equal the run in this process (the executor started early, its warm-up tasks queued
+    (references resolved as their steps finish; each pair's two models trained as two member
+    tasks) the report and every checkpoint's tensors equal the run in this process, where
+    each pair trains side by side (the executor started early, its warm-up tasks queued
     ahead of the steps); a second run on Ray reuses every step."""
     from weightlab import checkpoint as ckpt_io
     from weightlab.recipes import Runner, load
@@ -232,4 +233,26 @@ def test_a_recipe_on_ray_gives_the_report_of_the_run_here(ray_address, tmp_path)
             a, b = (ckpt_io.read_header(tmp_path / r / step / f"model_{k}.safetensors")
                     for r in ("here", "ray"))
             assert a["sha256"] == b["sha256"], (step, k)
+            assert (tmp_path / "ray" / step / "steps" / f"model_{k}.json").is_file()
     assert all(s["ran"] for s in there["steps"]) and not any(s["ran"] for s in again["steps"])
+
+
+def test_submitit_local_trains_a_pair_as_two_jobs_like_this_process(tmp_path):
+    """``weightlab.train(pair=True, executor=slurm)``: each model one submitit job (the run's
+    model k alone, ``member=k``); both checkpoints' tensors equal the pair trained side by
+    side in this process (digits MLP 32×2, 2 epochs)."""
+    pytest.importorskip("submitit")
+    import weightlab
+    from weightlab.checkpoint_header import read_header
+    from weightlab_slurm.executor import SlurmExecutor
+
+    kw = dict(model="mlp", data="digits", pair=True, epochs=2, batch_size=64, lr=0.05,
+              model_param={"width": 32, "depth": 2})
+    weightlab.train(out=tmp_path / "here", **kw)
+    with SlurmExecutor(cluster="local", poll=0.1) as ex:
+        weightlab.train(out=tmp_path / "there", executor=ex, **kw)
+    for k in (1, 2):
+        a, b = (read_header(tmp_path / r / f"model_{k}.safetensors")["sha256"]
+                for r in ("here", "there"))
+        assert a == b, k
+    assert len(list((tmp_path / "there/.submitit").glob("*_result.pkl"))) == 2  # 2 jobs ran

@@ -61,13 +61,14 @@ def _threads(cpus: float | None) -> Iterator[None]:
         torch.set_num_threads(before)
 
 
-def run_step(spec: dict[str, Any], run_dir: str | Path, *, device: str | None = None
-             ) -> dict[str, Any]:
+def run_step(spec: dict[str, Any], run_dir: str | Path, *, device: str | None = None,
+             threads: int | None = None) -> dict[str, Any]:
     """Run ``spec`` (unless its result is already there) and return its stored record
     ``{"id", "spec_hash", "result", "seconds", "host", "attempt"}``.
 
     ``device``: the device the executor assigned; passed as the ``device_kwarg`` kwarg when the
-    spec names one. Raises :class:`StepFailed` (after writing ``OUT.error.json``) when the
+    spec names one. ``threads``: the CPUs the executor reserved for the step (a SLURM job's
+    cpus-per-task), its torch threads unless the spec's ``resources.cpus`` says otherwise. Raises :class:`StepFailed` (after writing ``OUT.error.json``) when the
     callable raises."""
     check_spec(spec)
     done = read_result(spec, run_dir)
@@ -86,7 +87,7 @@ def run_step(spec: dict[str, Any], run_dir: str | Path, *, device: str | None = 
     t0 = time.perf_counter()
     try:
         fn = resolve_call(spec["call"])
-        with _threads((spec.get("resources") or {}).get("cpus")):
+        with _threads((spec.get("resources") or {}).get("cpus") or threads):
             result = fn(**kwargs)
         record = {"id": spec["id"], "call": spec["call"], "spec_hash": spec_hash(spec),
                   "result": result, "seconds": time.perf_counter() - t0,

@@ -37,12 +37,14 @@ class SlurmParams:
     poll: float = param(2.0, "seconds between job state checks", min=0.05)
 
 
-def _run(spec: dict[str, Any], run_dir: str, gpus: int) -> dict[str, Any]:
+def _run(spec: dict[str, Any], run_dir: str, gpus: int, cpus: int = 1) -> dict[str, Any]:
     """In the job: SLURM (and submitit's local executor) set CUDA_VISIBLE_DEVICES to the
-    job's GPUs, so a GPU step's device is plain ``cuda``."""
+    job's GPUs, so a GPU step's device is plain ``cuda``. torch runs ``cpus`` threads, the
+    job's cpus-per-task (SLURM sets no OMP_NUM_THREADS, and torch would otherwise start a
+    thread per core of the node, oversubscribing the CPUs the job was given)."""
     from weightlab.executors.step import run_step
 
-    return run_step(spec, run_dir, device="cuda" if gpus else None)
+    return run_step(spec, run_dir, device="cuda" if gpus else None, threads=cpus)
 
 
 class SlurmExecutor(Executor):
@@ -110,7 +112,8 @@ class SlurmExecutor(Executor):
             check_spec(s)
         ex = self._executor(run_dir)
         with ex.batch():  # one job array for all the steps that are ready together
-            delayed = [ex.submit(_run, s, run_dir, self.params.gpus) for s in specs]
+            delayed = [ex.submit(_run, s, run_dir, self.params.gpus, self.params.cpus)
+                       for s in specs]
         futures = [Future() for _ in specs]
         with self._lock:
             self._pending += list(zip(delayed, futures, strict=True))
