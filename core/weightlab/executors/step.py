@@ -68,8 +68,8 @@ def run_step(spec: dict[str, Any], run_dir: str | Path, *, device: str | None = 
 
     ``device``: the device the executor assigned; passed as the ``device_kwarg`` kwarg when the
     spec names one. ``threads``: the CPUs the executor reserved for the step (a SLURM job's
-    cpus-per-task), its torch threads unless the spec's ``resources.cpus`` says otherwise. Raises :class:`StepFailed` (after writing ``OUT.error.json``) when the
-    callable raises."""
+    cpus-per-task), its torch threads unless the spec's ``resources.cpus`` says otherwise.
+    Raises :class:`StepFailed` (after writing ``OUT.error.json``) when the callable raises."""
     check_spec(spec)
     done = read_result(spec, run_dir)
     if done is not None:

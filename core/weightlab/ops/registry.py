@@ -67,7 +67,15 @@ class Operation:
         return self.out == "dir"
 
     def parameters(self) -> list[tuple[inspect.Parameter, Any, Opt]]:
-        """(parameter, annotation without Annotated, Opt) for each keyword option."""
+        """(parameter, annotation without Annotated, Opt) for each keyword option (computed
+        once: resolving the string annotations costs milliseconds, and a recipe's runner asks
+        for every step it plans)."""
+        cached = self.__dict__.get("_parameters")
+        if cached is None:
+            cached = self.__dict__["_parameters"] = self._read_parameters()
+        return list(cached)
+
+    def _read_parameters(self) -> list[tuple[inspect.Parameter, Any, Opt]]:
         hints = typing.get_type_hints(self.func, include_extras=True)
         out = []
         for p in inspect.signature(self.func).parameters.values():

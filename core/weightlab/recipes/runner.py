@@ -286,15 +286,21 @@ class Runner:
                     "out": f"{spec['out'].rsplit('.', 1)[0]}-kept-{rec['hash']}.json",
                     "here": True}
 
+        waiting: dict[str, str] = {}  # step → the digest of the twin it waits for
+
         def begin(step: Step) -> tuple[str, Any] | None:
-            """Reuse the step, or start it (once); None while a twin computes it."""
+            """Reuse the step, or start it (once); None while a twin computes it (planned
+            again only when that twin has finished: its plan cannot change before)."""
             if step.name in began:
                 return began[step.name]
+            if waiting.get(step.name) in computing:
+                return None
             rec, plan = self.reuse(index[step.name], step)
             if rec is not None:
                 self.records[step.name] = {**rec, "label": step.label}
                 began[step.name] = ("kept", rec)
             elif plan[3] in computing:  # its twin is running: reuse it when it is done
+                waiting[step.name] = plan[3]
                 return None
             else:
                 computing.add(plan[3])
