@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import textwrap
+from pathlib import Path
 
 import pytest
 from weightlab.recipes.lines import key_lines
@@ -331,3 +332,13 @@ def test_recipe_driver_keys_checkpoints_without_torch(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     digest, torch_loaded = json.loads(out.stdout)
     assert digest == checkpoint.read_header(path)["sha256"] and not torch_loaded
+
+
+def test_benchmark_recipes_validate(cli):
+    """The recipes under benchmarks/recipes (run by benchmarks/bench_recipe_executors.py, never by
+    the suite) stay valid: every step, option and reference checks out at quick size."""
+    paths = sorted((Path(__file__).resolve().parents[1] / "benchmarks" / "recipes").glob("*.toml"))
+    assert paths
+    for path in paths:
+        code, out, err = cli("run", str(path), "--quick", "--dry-run")
+        assert code == 0, (path.name, err)
