@@ -134,3 +134,25 @@ def test_an_error_in_on_done_propagates_and_is_not_a_step_failure(tmp_path, digi
         run_graph([_eval_spec("e", [digits_ckpt])], run_dir=tmp_path, on_done=stop,
                   log=logs.append)
     assert logs == [] and (tmp_path / "steps/e.json").is_file()
+
+
+def test_local_workers_share_the_cores_unless_told(tmp_path):
+    """Each local worker process runs torch with its share of the machine's cores (cores //
+    workers, at least 1), or the executor's ``threads``; a step's ``resources.cpus`` wins.
+    Read back by a step calling ``torch.get_num_threads`` in the worker."""
+    import os
+
+    from weightlab.executors.local import LocalExecutor
+
+    def spec(name, **extra):
+        return {"id": name, "call": "torch:get_num_threads", "kwargs": {},
+                "out": f"{name}.json", **extra}
+
+    share = max(1, (os.cpu_count() or 1) // 2)
+    with LocalExecutor(workers=2) as ex:
+        res = run_graph([spec("default"), spec("one", resources={"cpus": 1})], {}, ex,
+                        tmp_path, log=lambda m: None)
+    assert res["default"]["result"] == share and res["one"]["result"] == 1
+    with LocalExecutor(workers=2, threads=2) as ex:  # torch caps threads at the cores
+        res = run_graph([spec("two")], {}, ex, tmp_path, log=lambda m: None)
+    assert res["two"]["result"] == min(2, os.cpu_count() or 1)

@@ -27,6 +27,8 @@ class LocalParams:
                             "process", min=0)
     devices: list[str] = param([], "devices handed to worker processes in turn, e.g. "
                                    "cuda:0,cuda:1 (empty: the step's own device)")
+    threads: int = param(0, "torch threads of each worker process (a step's resources.cpus "
+                            "wins); 0: this machine's cores shared among the workers", min=0)
 
 
 class LocalExecutor(Executor):
@@ -72,8 +74,11 @@ class LocalExecutor(Executor):
 
     def _in_process(self, spec: dict[str, Any], run_dir: str) -> dict[str, Any]:
         device = self._free.get()
+        # each worker gets its share of the cores (torch would start one thread per core in
+        # every worker: ``workers`` × cores threads on the machine's cores)
+        threads = self.params.threads or max(1, (os.cpu_count() or 1) // self.slots)
         try:
-            return run_worker(spec, run_dir, device)
+            return run_worker(spec, run_dir, device, threads=threads)
         finally:
             self._free.put(device)
 
@@ -82,12 +87,13 @@ class LocalExecutor(Executor):
             self._pool.shutdown(wait=True)
 
 
-def run_worker(spec: dict[str, Any], run_dir: str, device: str | None = None
-               ) -> dict[str, Any]:
-    """``spec`` in a fresh ``python -m weightlab.executors.worker`` process; its record, or
+def run_worker(spec: dict[str, Any], run_dir: str, device: str | None = None, *,
+               threads: int | None = None) -> dict[str, Any]:
+    """``spec`` in a fresh ``python -m weightlab.executors.worker`` process (``threads``
+    torch threads unless the spec's ``resources.cpus`` says otherwise); its record, or
     StepFailed (the step raised) / WorkerLost (the process died)."""
     env = dict(os.environ)
-    cpus = (spec.get("resources") or {}).get("cpus")
+    cpus = (spec.get("resources") or {}).get("cpus") or threads
     if cpus:
         env["OMP_NUM_THREADS"] = str(max(1, int(cpus)))
     args = [sys.executable, "-m", "weightlab.executors.worker", run_dir]

@@ -52,18 +52,17 @@ def test_steps_in_process_equal_the_sweep_and_a_rerun_redoes_nothing(digits_pair
     assert {k: (tmp_path / f"steps/k-{k}.json").read_bytes() for k in range(3)} == before
 
 
-def test_worker_processes_give_the_same_rows(digits_pair, in_process, tmp_path, capsys,
-                                             monkeypatch):
+def test_worker_processes_give_the_same_rows(digits_pair, in_process, tmp_path, capsys):
     """``weightlab pfm A B --sweep -o DIR --executor local --executor-param workers=2``: each k
-    in its own worker process, at this process's torch thread count (OMP_NUM_THREADS, which
-    the workers inherit), gives the in-process rows and references exactly; the plot is
-    written from the gathered result."""
-    monkeypatch.setenv("OMP_NUM_THREADS", str(torch.get_num_threads()))
+    in its own worker process, at this process's torch thread count (the executor's
+    ``threads``), gives the in-process rows and references exactly; the plot is written from
+    the gathered result."""
     plot = tmp_path / "pfm.png"
     code, out, err = CLI(capsys)(
         "pfm", *digits_pair, "--sweep", "--matcher", "zipit", "--normalizer", "repair",
         "--calibration-samples", "1000", "-o", tmp_path / "run", "--executor", "local",
-        "--executor-param", "workers=2", "--plot", plot, "--json")
+        "--executor-param", "workers=2", "--executor-param",
+        f"threads={torch.get_num_threads()}", "--plot", plot, "--json")
     assert code == 0, err
     res = json.loads(out)
     assert res["rows"] == in_process["rows"]
