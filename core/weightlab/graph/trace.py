@@ -429,17 +429,24 @@ class _Builder(fx.Interpreter):
             return heads.Parts((t,))
         if t.repeat != 1:
             raise WeightlabError(f"{n.name} ({ops.op_name(n)}) splits flattened channels")
+        return heads.Parts(tuple(_Tag(s, 1, t.last) for s in self.cut_parts(n, t, sizes)))
+
+    def cut_parts(self, n: fx.Node, t, sizes: list[int]) -> tuple[int, ...]:
+        """The spaces of ``t``'s channels cut into consecutive ``sizes``: new spaces for a
+        layer's fresh output, a composite's pieces for channels tied elsewhere, else fixed."""
         try:
-            spaces = heads.part_spaces(self, n, t.space, sizes)
+            if self.find(t.space) in self.split:  # cut before (DPN slices one value twice)
+                raise WeightlabError("a composite already")
+            return heads.part_spaces(self, n, t.space, sizes)
         except WeightlabError:
             try:  # a space tied elsewhere (a residual stream): a composite of the pieces
-                spaces = split.pieces(self, n, t.space, sizes)
+                return split.pieces(self, n, t.space, sizes)
             except WeightlabError:
                 self.fix(t.space, f"split into parts at {n.name}")
                 spaces = tuple(self.new(z) for z in sizes)
                 for s in spaces:
                     self.fix(s, f"a part of channels split at {n.name}")
-        return heads.Parts(tuple(_Tag(s, 1, t.last) for s in spaces))
+                return spaces
 
     def tiled(self, n: fx.Node, tagged, out):
         """Channels tiled side by side (after a patch merging): a LayerNorm over all of them
@@ -525,12 +532,17 @@ class _Builder(fx.Interpreter):
 
     def index(self, n: fx.Node, arg, out):
         """x[…] keeping the channel axis whole (the class token x[:, 0] of channels-last
-        tokens, a crop of a map): the index must not touch the batch or channel axis."""
+        tokens, a crop of a map): the index must not touch the batch or channel axis — or a
+        contiguous range of the channels alone (GhostNet's ``out[:, :c]``, DPN's dual paths
+        ``x[:, :c]``/``x[:, c:]``, ReXNet's partial residual): one piece of the channels cut
+        at the range's ends, as a chunk would (:meth:`cut_parts`)."""
         node, t = arg
         x = node.meta["wl_shape"]
         idx = n.args[1] if isinstance(n.args[1], tuple) else (n.args[1],)
         c_dim = t.dim(len(x))
         whole = slice(None, None, None)
+        if (piece := self.channel_range(n, t, x, idx, c_dim, out)) is not None:
+            return piece
         ok = t.repeat == 1 and Ellipsis not in idx and None not in idx and len(idx) <= len(x) \
             and (len(idx) < 1 or idx[0] == whole) and (len(idx) <= c_dim or idx[c_dim] == whole)
         if not ok or out.dim() < 2 or out.shape[t.dim(out.dim()) if out.dim() > 2 else 1] \
@@ -538,6 +550,24 @@ class _Builder(fx.Interpreter):
             raise WeightlabError(f"{n.name} (indexing) selects {idx} of a {list(x)} tensor, "
                                  f"which cuts its channel axis")
         return _Tag(t.space, 1, t.last and out.dim() > 2)
+
+    def channel_range(self, n: fx.Node, t, x, idx: tuple, c_dim: int, out):
+        """``x[:, a:b]`` (step 1, every other axis whole): the piece [a, b) of the channels
+        (``t`` itself when it is all of them); None for any other index."""
+        whole = slice(None, None, None)
+        if t.repeat != 1 or not c_dim < len(idx) <= len(x) \
+                or not isinstance(idx[c_dim], slice) or idx[c_dim].step not in (None, 1) \
+                or any(i != whole for i in idx[:c_dim] + idx[c_dim + 1:]) \
+                or out.dim() != len(x):
+            return None
+        c = x[c_dim]
+        start, stop, _ = idx[c_dim].indices(c)
+        if start == 0 and stop == c:
+            return t
+        if stop <= start:
+            return None
+        sizes = [z for z in (start, stop - start, c - stop) if z]
+        return _Tag(self.cut_parts(n, t, sizes)[1 if start else 0], 1, t.last)
 
     def layer_norm(self, n: fx.Node, arg, out):
         """F.layer_norm over exactly the channel axis (channels-last, or (N, C)): per-position
