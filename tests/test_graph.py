@@ -324,3 +324,36 @@ def test_a_split_of_a_conv_output_splits_its_space():
 
     res = permutation_check(net, g, x)
     assert res["invariant"] and res["relative"] < 1e-12
+
+
+def test_powers_and_upsampling_carry_the_channels():
+    """``s · relu(x)² + b`` (StarReLU, scalar s and b) acts on each value alone and
+    ``nn.Upsample`` / ``F.interpolate`` resize each channel's map alone (HRNet's fuse
+    layers): a low-resolution branch upsampled and added to a high-resolution one is one
+    space with it; the 2 free spaces permuted at random leave the logits unchanged
+    (< 1e-12 relative, float64)."""
+    import torch.nn.functional as F
+    from weightlab.graph.check import permutation_check
+
+    class Fuse(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.hi, self.lo = nn.Conv2d(3, 4, 1), nn.Conv2d(3, 4, 3, stride=2, padding=1)
+            self.up = nn.Upsample(scale_factor=2, mode="nearest")
+            self.scale = nn.Parameter(torch.tensor(0.8))
+            self.shift = nn.Parameter(torch.tensor(-0.1))
+            self.mix, self.head = nn.Conv2d(4, 5, 1), nn.Linear(5, 3)
+
+        def forward(self, x):
+            y = self.hi(x) + self.up(self.lo(x))
+            y = self.scale * torch.relu(y) ** 2 + self.shift
+            z = F.interpolate(self.mix(y), scale_factor=0.5, mode="bilinear")
+            return self.head(z.pow(2).mean((2, 3)))
+
+    net = Fuse().double().eval()
+    x = torch.randn(2, 3, 8, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    g = trace(net, x)
+    assert [s.reason for s in g.spaces.values() if s.fixed] == ["input", "logits"]
+    assert sorted(s.producers for s in g.free_spaces()) == [["hi", "lo"], ["mix"]]
+    res = permutation_check(net, g, x)
+    assert res["invariant"] and res["relative"] < 1e-12, res

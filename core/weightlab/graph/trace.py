@@ -458,9 +458,8 @@ class _Builder(fx.Interpreter):
         width = c * t.tiles
         if len(tagged) == 1 and t.repeat == 1 and t.last and out.dim() >= 2 \
                 and node.meta["wl_shape"][-1] == width:
-            if isinstance(mod, nn.LayerNorm) and type(mod).__name__ not in \
-                    ops.CHANNEL_LAYER_NORMS and tuple(mod.normalized_shape) == (width,) \
-                    and out.shape[-1] == width:
+            if isinstance(mod, nn.LayerNorm) and not ops.channel_layer_norm(mod) \
+                    and tuple(mod.normalized_shape) == (width,) and out.shape[-1] == width:
                 for pname, tensor in mod.named_parameters(recurse=False):
                     if tensor.dim() == 1:
                         for k in range(t.tiles):

@@ -29,6 +29,7 @@ PASSING = {
     "levit": ("levit_128s", 224), "coatnet": ("coatnet_pico_rw_224", 224),
     "maxvit": ("maxvit_pico_rw_256", 256), "edgenext": ("edgenext_xx_small", 64),
     "ghostnet": ("ghostnet_050", 64), "rexnet": ("rexnet_100", 64), "dpn": ("dpn48b", 64),
+    "poolformerv2": ("poolformerv2_s12", 64), "hrnet": ("hrnet_w18_small", 64),
 }
 # fixed-size attention models (per-head relative position biases, shifted-window masks and
 # patch merging, einsum, RoPE, head-first q/k/v blocks): checked here built for a smaller
