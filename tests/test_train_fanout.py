@@ -71,6 +71,7 @@ def test_explicit_seeds_give_each_model_its_seed(tmp_path):
     ({"seeds": "1,1"}, "a seed appears twice"),
     ({"seeds": "1,x"}, "expected comma-separated integers"),
     ({"pair": True, "lmc_freq": 0.5, "executor": "local"}, "cannot fan out"),
+    ({"pair": True, "data": "nosuch", "executor": "local"}, "unknown dataset 'nosuch'"),
 ])
 def test_bad_fan_out_options_are_one_clear_line(tmp_path, extra, message):
     with pytest.raises(UsageError, match=message):

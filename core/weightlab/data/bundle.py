@@ -83,9 +83,11 @@ def _len(src) -> int:
     return len(src[1]) if isinstance(src, tuple) else len(src)
 
 
-def load_data(name: str, *, data_dir: str | Path | None = None, device: str = "cpu",
-              heldout: int = 0, seed: int = 0, download: bool = False,
-              params: dict[str, Any] | None = None, registry=None) -> DataBundle:
+def check_data(name: str, *, data_dir: str | Path | None = None, download: bool = False,
+               params: dict[str, Any] | None = None, registry=None) -> tuple[Any, Path]:
+    """The dataset component and its root, checked without reading any image: the name and
+    parameters are known, the data directory exists (unless downloading). What a caller that
+    hands the loading to other processes (a fanned-out training) checks first."""
     from weightlab import plugins
 
     reg = registry or plugins.registry()
@@ -95,6 +97,14 @@ def load_data(name: str, *, data_dir: str | Path | None = None, device: str = "c
         what = "is not a directory" if root.exists() else "does not exist"
         raise DataError(f"{ds.name}: data directory {root} {what}; expected "
                         f"{root}/{ds.layout} (pass --data-dir or set {DATA_ENV})")
+    return ds, root
+
+
+def load_data(name: str, *, data_dir: str | Path | None = None, device: str = "cpu",
+              heldout: int = 0, seed: int = 0, download: bool = False,
+              params: dict[str, Any] | None = None, registry=None) -> DataBundle:
+    ds, root = check_data(name, data_dir=data_dir, download=download, params=params,
+                          registry=registry)
     train = ds.load(root, "train", download)
     test = ds.load(root, "test", False)
     n = _len(train)

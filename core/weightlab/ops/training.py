@@ -77,7 +77,7 @@ def train(
     call = {k: v for k, v in locals().items()}  # the options as given: the members' options
     from weightlab import device as devmod
     from weightlab import plugins
-    from weightlab.data.bundle import load_data
+    from weightlab.data.bundle import check_data, load_data
     from weightlab.ops.common import param_dict
     from weightlab.params import build_params
     from weightlab.training import recipes
@@ -135,10 +135,6 @@ def train(
     plugins.registry().create("models", model, model_params)  # name and parameters, before data
     dev = devmod.resolve(device)
     main = int(os.environ.get("RANK", "0")) == 0
-    data_params = {**rec.data_params, **param_dict(data_param)}
-    bundle = load_data(data, data_dir=data_dir, device=dev, download=download,
-                       params=data_params or None,
-                       heldout=heldout if heldout is not None else rec.heldout or 0)
     default_name = f"{rec.name}-s{cfg.seed}" if rec.name else f"{model}-{data}-s{cfg.seed}"
     run_dir = Path(out) if out else Path("runs") / default_name
     mine = [member] if member is not None else range(1, k_models + 1)
@@ -146,8 +142,16 @@ def train(
     if not resume and not force and any(f.exists() for f in finals):
         raise UsageError(f"{run_dir} already holds trained models; pass force=True to retrain "
                          f"or resume=True to continue")
-    if executor is not None:
+    data_params = {**rec.data_params, **param_dict(data_param)}
+    if executor is not None and not download:  # the members load the data, not this process
+        check_data(data, data_dir=data_dir, params=data_params or None)
         return _fan_out(call, run_dir, k_models, executor, executor_param, say)
+    bundle = load_data(data, data_dir=data_dir, device=dev, download=download,
+                       params=data_params or None,
+                       heldout=heldout if heldout is not None else rec.heldout or 0)
+    if executor is not None:  # downloaded once here, then read by every member
+        return _fan_out({**call, "download": False}, run_dir, k_models, executor,
+                        executor_param, say)
     state_dir = run_dir / f"member-{member}" if member is not None else run_dir
     if resume and not (state_dir / "resume.pt").is_file() and main and member is None:
         say(f"no resume state in {run_dir}; starting from scratch")
