@@ -109,6 +109,11 @@ class FeatureGraph:
     order: list[int]
     layers: list[Layer] = field(default_factory=list)
     fx_graph: Any = field(default=None, repr=False, compare=False)
+    # the channel layout of each traced channels-first value (fx node name → (offset, size,
+    # space id) per part along axis 1; one part for a plain space, several for channels made
+    # of parts: a concatenation, a chunk or slice of a stream); what a merge point needs
+    layouts: dict[str, list[tuple[int, int, int]]] = field(default_factory=dict, repr=False,
+                                                           compare=False)
 
     def __getitem__(self, space_id: int) -> Space:
         return self.spaces[space_id]

@@ -849,7 +849,15 @@ class _Builder(fx.Interpreter):
                 # (channels made of parts: the first part's space)
                 layer.in_space, layer.out_space = leaf_ids(s_in)[0], leaf_ids(s_out)[0]
                 layers.append(layer)
-        return FeatureGraph(spaces, list(range(len(roots))), layers, fx_graph)
+        layouts = {}
+        for node, t in self.tags.items():  # channels-first values, channel by channel
+            if not isinstance(t, _Tag) or t.last or t.repeat != 1 or t.tiles != 1:
+                continue
+            parts = [(off, size, roots.get(leaf)) for off, size, leaf in split.leaves(self,
+                                                                                   t.space)]
+            if all(i is not None and spaces[i].size == size for _, size, i in parts):
+                layouts[node.name] = parts  # (not a rigid space: its units are head blocks)
+        return FeatureGraph(spaces, list(range(len(roots))), layers, fx_graph, layouts)
 
     def points_of(self, s: int, node: fx.Node, roots: dict[int, int]
                   ) -> list[tuple[int, str]]:

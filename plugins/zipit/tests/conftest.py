@@ -25,6 +25,28 @@ class ConvFlat(nn.Module):
         return self.fc2(torch.relu(self.fc1(x.flatten(1))))
 
 
+class SplitCat(nn.Module):
+    """CSPNet / DPN-style channels made of parts: a stem's 8 channels split 4 + 4 (two spaces),
+    each half through its own conv, the results concatenated (4 + 6) with a BatchNorm over the
+    10 and mixed; a ghost-style slice ``cat(p, cheap(p))[:, :6]`` after it."""
+
+    def __init__(self):
+        super().__init__()
+        self.stem = nn.Conv2d(1, 8, 1)
+        self.b1, self.b2 = nn.Conv2d(4, 4, 3, padding=1), nn.Conv2d(4, 6, 1)
+        self.bn = nn.BatchNorm2d(10)
+        self.mix = nn.Conv2d(10, 4, 1)
+        self.cheap = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.head = nn.Linear(6, 10)
+
+    def forward(self, x):
+        a, b = torch.relu(self.stem(x)).split((4, 4), dim=1)
+        y = torch.relu(self.bn(torch.cat([self.b1(a), self.b2(b)], dim=1)))
+        p = self.mix(y)
+        z = torch.relu(torch.cat([p, self.cheap(p)], dim=1)[:, :6])
+        return self.head(z.mean((2, 3)))
+
+
 def randomize_norms(net: nn.Module, seed: int = 0) -> nn.Module:
     """Non-trivial BatchNorm statistics and affine parameters, so that they matter."""
     g = torch.Generator().manual_seed(seed)
@@ -48,13 +70,15 @@ def digits():
 
 @pytest.fixture(scope="session")
 def small_models():
-    """name → (model, input shape): a residual net (tied spaces) and ConvFlat (flatten)."""
+    """name → (model, input shape): a residual net (tied spaces), ConvFlat (flatten) and
+    SplitCat (channels made of parts)."""
     from weightlab import testing
 
     torch.manual_seed(0)
     return {"cifar_resnet8": (randomize_norms(testing.tiny_model("cifar_resnet8", (1, 8, 8))),
                               (1, 8, 8)),
-            "convflat": (randomize_norms(ConvFlat()), (1, 8, 8))}
+            "convflat": (randomize_norms(ConvFlat()), (1, 8, 8)),
+            "splitcat": (randomize_norms(SplitCat()), (1, 8, 8))}
 
 
 @pytest.fixture(scope="session")

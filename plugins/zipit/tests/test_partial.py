@@ -43,12 +43,14 @@ def test_ends_of_the_sweep(mnist_zipped):
                               atol=1e-5)
 
 
-@pytest.mark.parametrize("name", ["cifar_resnet8", "convflat"])
+@pytest.mark.parametrize("name", ["cifar_resnet8", "convflat", "splitcat"])
 def test_every_merge_point_uses_its_space(name, small_models):
     """With a permutation alignment, the reference built with weights (0, 1) must compute
     model B exactly at every k: each merge point maps B's prefix features with the
     permutation of the space they live in (residual streams, pre-activation values, the
-    flatten), and the remainder is B aligned. Weights (1, 0) compute model A."""
+    flatten; for channels made of parts — the second half of a split, a concatenation, a
+    slice — each part with its own, block-diagonally), and the remainder is B aligned.
+    Weights (1, 0) compute model A."""
     net_a, shape = small_models[name]
     net_b = copy.deepcopy(net_a)
     torch.manual_seed(7)

@@ -9,7 +9,9 @@ prefix into the rest is merged at a *merge point*: for a free channel space s,
     f = Σ_k w_k·2·M_k,s f_k        (M_s = [M_A M_B] the joint merge, w = (½, ½): M_s [f_A; f_B])
 
 along the channel axis (a flattened (N, C·r) value is C channels of r columns each); values of
-fixed spaces (the input, the logits) are averaged with w. The remainder runs the merged
+fixed spaces (the input, the logits) are averaged with w. A value whose channels are made of
+parts (a concatenation, a split or slice of a stream: ``graph.layouts``) is merged part by
+part, with the block-diagonal of the parts' merges (a fixed part averaged in place). The remainder runs the merged
 weights Σ_k w_k θ̃_k (weightlab_zipit.joint). k = 0 is the fully merged model; k = L (every
 layer preserved) is the logit average of the two models, i.e. of their aligned copies.
 
@@ -111,13 +113,36 @@ def build_partial(models: Sequence[nn.Module], graph: FeatureGraph,
     blocks = {s: torch.stack([wk * part.merges[s][0].to(w) for wk, part in zip(w, parts)])
               for s in joint.merges}
 
-    def merge_module(space: int | None) -> str:
-        name = f"s{space}" if space is not None else "fixed"
-        if not hasattr(root.merge, name):
-            mod = MergePoint(blocks[space].to(p.device, p.dtype)) if space is not None \
-                else WeightedSum(w.to(p.dtype))
-            setattr(root.merge, name, mod)
-        return f"merge.{name}"
+    composites: dict[tuple, str] = {}
+
+    def merge_module(layout: list[tuple[int, int, int]] | None) -> str:
+        """The merge point of a value with this channel layout: one free space's joint
+        merge; for channels made of parts (a concatenation, a chunk or slice of a stream) the
+        block-diagonal of each part's — a fixed part averaged in place (w_k·I); all fixed or
+        unknown: the plain weighted sum."""
+        free = [i for _, _, i in layout or [] if not graph[i].fixed and i in blocks]
+        if not free:
+            name = "fixed"
+            if not hasattr(root.merge, name):
+                setattr(root.merge, name, WeightedSum(w.to(p.dtype)))
+            return f"merge.{name}"
+        if len(layout) == 1:
+            name = f"s{layout[0][2]}"
+            if not hasattr(root.merge, name):
+                setattr(root.merge, name, MergePoint(blocks[layout[0][2]].to(p.device,
+                                                                             p.dtype)))
+            return f"merge.{name}"
+        key = tuple(layout)
+        if key not in composites:
+            total = sum(size for _, size, _ in layout)
+            full = torch.zeros(len(w), total, total, device=p.device, dtype=p.dtype)
+            for off, size, i in layout:
+                full[:, off:off + size, off:off + size] = blocks[i].to(full) \
+                    if i in blocks and not graph[i].fixed else \
+                    w.to(full)[:, None, None] * torch.eye(size, dtype=p.dtype, device=p.device)
+            composites[key] = f"c{len(composites)}"
+            setattr(root.merge, composites[key], MergePoint(full))
+        return f"merge.{composites[key]}"
 
     g = _split_graph(graph, set(preserved), _tensor_nodes(ref, graph, input_shape),
                      merge_module)
@@ -185,7 +210,7 @@ def _split_graph(graph: FeatureGraph, preserved: set[str], tensors: set[fx.Node]
         if a.op == "placeholder" or a not in tensors:
             env["m"][a] = env["a"][a]  # the input, or a size: the same in both copies
         else:
-            env["m"][a] = g.call_module(merge_module(_space_of(a, graph, layers, part)),
+            env["m"][a] = g.call_module(merge_module(_layout_of(a, graph, layers, part)),
                                         (env["a"][a], env["b"][a]))
         return env["m"][a]
 
@@ -201,6 +226,17 @@ def _split_graph(graph: FeatureGraph, preserved: set[str], tensors: set[fx.Node]
             copy_into("m", n)
     g.lint()
     return g
+
+
+def _layout_of(n: fx.Node, graph: FeatureGraph, layers: dict, part: dict
+               ) -> list[tuple[int, int, int]] | None:
+    """The channel layout of a prefix value (graph.layouts, recorded by the trace: the second
+    piece of a split is its own space, a concatenation its parts at their offsets); for a value
+    the trace kept no layout of, the space found by walking back to its layer."""
+    if n.name in graph.layouts:
+        return graph.layouts[n.name]
+    s = _space_of(n, graph, layers, part)
+    return None if s is None else [(0, graph[s].size, s)]
 
 
 def _space_of(n: fx.Node, graph: FeatureGraph, layers: dict, part: dict) -> int | None:
