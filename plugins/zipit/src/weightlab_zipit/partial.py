@@ -11,9 +11,10 @@ prefix into the rest is merged at a *merge point*: for a free channel space s,
 along the channel axis (a flattened (N, C·r) value is C channels of r columns each); values of
 fixed spaces (the input, the logits) are averaged with w. A value whose channels are made of
 parts (a concatenation, a split or slice of a stream: ``graph.layouts``) is merged part by
-part, with the block-diagonal of the parts' merges (a fixed part averaged in place). The remainder runs the merged
-weights Σ_k w_k θ̃_k (weightlab_zipit.joint). k = 0 is the fully merged model; k = L (every
-layer preserved) is the logit average of the two models, i.e. of their aligned copies.
+part, with the block-diagonal of the parts' merges (a fixed part averaged in place). The
+remainder runs the merged weights Σ_k w_k θ̃_k (weightlab_zipit.joint). k = 0 is the fully
+merged model; k = L (every layer preserved) is the logit average of the two models, i.e. of
+their aligned copies.
 
 The result is a plain ``nn.Module`` (a torch.fx GraphModule inside a small wrapper) that can be
 evaluated, normalized, counted, saved and rebuilt (:func:`rebuild` reads the checkpoint header
