@@ -12,6 +12,7 @@ the output are fixed.
 
 from __future__ import annotations
 
+import contextlib
 import operator
 import traceback
 from dataclasses import dataclass
@@ -434,19 +435,16 @@ class _Builder(fx.Interpreter):
     def cut_parts(self, n: fx.Node, t, sizes: list[int]) -> tuple[int, ...]:
         """The spaces of ``t``'s channels cut into consecutive ``sizes``: new spaces for a
         layer's fresh output, a composite's pieces for channels tied elsewhere, else fixed."""
-        try:
-            if self.find(t.space) in self.split:  # cut before (DPN slices one value twice)
-                raise WeightlabError("a composite already")
-            return heads.part_spaces(self, n, t.space, sizes)
-        except WeightlabError:
-            try:  # a space tied elsewhere (a residual stream): a composite of the pieces
-                return split.pieces(self, n, t.space, sizes)
-            except WeightlabError:
-                self.fix(t.space, f"split into parts at {n.name}")
-                spaces = tuple(self.new(z) for z in sizes)
-                for s in spaces:
-                    self.fix(s, f"a part of channels split at {n.name}")
-                return spaces
+        if self.find(t.space) not in self.split:  # (cut before: DPN slices a value twice)
+            with contextlib.suppress(WeightlabError):
+                return heads.part_spaces(self, n, t.space, sizes)
+        with contextlib.suppress(WeightlabError):  # tied elsewhere (a residual stream):
+            return split.pieces(self, n, t.space, sizes)  # a composite of the pieces
+        self.fix(t.space, f"split into parts at {n.name}")
+        spaces = tuple(self.new(z) for z in sizes)
+        for s in spaces:
+            self.fix(s, f"a part of channels split at {n.name}")
+        return spaces
 
     def tiled(self, n: fx.Node, tagged, out):
         """Channels tiled side by side (after a patch merging): a LayerNorm over all of them

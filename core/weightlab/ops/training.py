@@ -74,7 +74,7 @@ def train(
     With ``executor`` each model is its own step (``member=k``, :mod:`weightlab.training.
     fanout`): the same checkpoints (bit for bit at equal thread counts, for models that draw
     no random numbers while training), trained side by side on the executor's workers."""
-    call = {k: v for k, v in locals().items()}  # the options as given: the members' options
+    call = dict(locals())  # the options as given: the members' options
     from weightlab import device as devmod
     from weightlab import plugins
     from weightlab.data.bundle import check_data, load_data

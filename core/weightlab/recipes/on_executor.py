@@ -25,6 +25,7 @@ def run_on(runner: Any, executor: Any) -> None:
     computing: set[str] = set()  # digests of the steps submitted and not yet finished
     # a split step: its members' spec ids, and what its first member decided (kept or run)
     parent_of: dict[str, str] = {}
+    member_specs: dict[str, dict[str, dict]] = {}  # split step → its members' resolved specs
     began: dict[str, tuple[str, Any]] = {}
     member_seconds: dict[str, float] = {}
     specs: list[dict] = []
@@ -82,10 +83,11 @@ def run_on(runner: Any, executor: Any) -> None:
         cmd = plans[step.name][0]
         placed = "device" if cmd.has("device") and "device" not in what else None
         if spec["id"] in parent_of:  # one member of a split step
-            member = next(m for m in cmd.operation.members(what, prefix=f"{sid}/")
-                          if m["id"] == spec["id"])
-            return {**spec, **member}
-        if any(m == sid for m in parent_of.values()):  # members done: the result
+            if sid not in member_specs:  # the resolved members, once per step
+                member_specs[sid] = {m["id"]: m for m in cmd.operation.members(
+                    what, prefix=f"{sid}/")}
+            return {**spec, **member_specs[sid][spec["id"]]}
+        if sid in member_specs:  # members done: the result
             return {**spec, "call": cmd.operation.gather, "kwargs": {"options": what},
                     "out": f"{sid}/gather-{plans[step.name][3]}.json", "here": True}
         return {**spec, "kwargs": {"op": step.do, "options": what},

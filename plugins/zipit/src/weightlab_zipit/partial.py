@@ -114,36 +114,33 @@ def build_partial(models: Sequence[nn.Module], graph: FeatureGraph,
     blocks = {s: torch.stack([wk * part.merges[s][0].to(w) for wk, part in zip(w, parts)])
               for s in joint.merges}
 
-    composites: dict[tuple, str] = {}
+    modules: dict[tuple, str] = {}
 
     def merge_module(layout: list[tuple[int, int, int]] | None) -> str:
-        """The merge point of a value with this channel layout: one free space's joint
-        merge; for channels made of parts (a concatenation, a chunk or slice of a stream) the
-        block-diagonal of each part's — a fixed part averaged in place (w_k·I); all fixed or
-        unknown: the plain weighted sum."""
-        free = [i for _, _, i in layout or [] if not graph[i].fixed and i in blocks]
-        if not free:
-            name = "fixed"
-            if not hasattr(root.merge, name):
-                setattr(root.merge, name, WeightedSum(w.to(p.dtype)))
-            return f"merge.{name}"
-        if len(layout) == 1:
-            name = f"s{layout[0][2]}"
-            if not hasattr(root.merge, name):
-                setattr(root.merge, name, MergePoint(blocks[layout[0][2]].to(p.device,
-                                                                             p.dtype)))
-            return f"merge.{name}"
+        """The merge point of a value with this channel layout: the block-diagonal of its
+        parts' joint merges (one block for a plain space; several for channels made of parts:
+        a concatenation, a chunk or slice of a stream), a fixed part averaged in place
+        (w_k·I); all fixed or unknown: the plain weighted sum."""
+        layout = [(o, z, i) for o, z, i in layout or []]
+        if not any(i in blocks and not graph[i].fixed for _, _, i in layout):
+            layout = []
         key = tuple(layout)
-        if key not in composites:
-            total = sum(size for _, size, _ in layout)
-            full = torch.zeros(len(w), total, total, device=p.device, dtype=p.dtype)
-            for off, size, i in layout:
-                full[:, off:off + size, off:off + size] = blocks[i].to(full) \
-                    if i in blocks and not graph[i].fixed else \
-                    w.to(full)[:, None, None] * torch.eye(size, dtype=p.dtype, device=p.device)
-            composites[key] = f"c{len(composites)}"
-            setattr(root.merge, composites[key], MergePoint(full))
-        return f"merge.{composites[key]}"
+        if key not in modules:
+            modules[key] = "fixed" if not layout else f"s{layout[0][2]}" \
+                if len(layout) == 1 else f"c{len(modules)}"
+            if not layout:
+                mod = WeightedSum(w.to(p.dtype))
+            else:
+                total = sum(z for _, z, _ in layout)
+                full = torch.zeros(len(w), total, total, device=p.device, dtype=p.dtype)
+                for off, z, i in layout:
+                    full[:, off:off + z, off:off + z] = blocks[i].to(full) \
+                        if i in blocks and not graph[i].fixed else \
+                        w.to(full)[:, None, None] * torch.eye(z, dtype=p.dtype,
+                                                               device=p.device)
+                mod = MergePoint(full)
+            setattr(root.merge, modules[key], mod)
+        return f"merge.{modules[key]}"
 
     g = _split_graph(graph, set(preserved), _tensor_nodes(ref, graph, input_shape),
                      merge_module)
